@@ -1,0 +1,1 @@
+"""ncf_jax: Neural Collaborative Filtering in JAX/Flax, with sharded embedding tables."""

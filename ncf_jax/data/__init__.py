@@ -1,0 +1,1 @@
+"""Data: TFDS builders, loading into numpy, on-device sampling, synthetic data."""
