@@ -32,6 +32,8 @@ all-gather form is exact for any skew, needs no tuning, and uses the collectives
 optimises best. At NCF sizes (B = 64k, D = 64) it is ~34 MB per device per step; a dedup-then-
 all-to-all exchange is the upgrade path for hundreds of devices over a slow network.
 
+docs/embeddings.md has the optimizers' math, bytes per row, and sizing plans.
+
 Ids and out-of-vocabulary rows. Tables have `padded_vocab = round_up(vocab_size + 1,
 pad_multiple)` rows; row `vocab_size` always exists and is the OOV row: `to_rows` maps ids
 outside [0, vocab_size) to it. Padding rows, the OOV row included, start at zero, so an id never
