@@ -42,6 +42,12 @@ def get_config() -> ml_collections.ConfigDict:
   data.train_file = ""
   data.test_file = ""
   data.negative_file = ""
+  # NCF only: optional ML-1M side features. side_dir is a folder with users.dat and/or
+  # movies.dat (NCF user u is UserID u+1); ncf_item_map is a tsv 'ncf_item_index<TAB>
+  # movielens_movie_id' (absolute or relative to data.dir) joining NCF items to movies.dat
+  # (unmapped items: unknown year, no genres). '' = none.
+  data.side_dir = ""
+  data.ncf_item_map = ""
   # Test negatives per user when the project samples them (99 in the paper, 999 in MLPerf).
   data.num_test_negatives = 99
   # Seed of the test-negative sampler (fixed: the test set must not change between runs).

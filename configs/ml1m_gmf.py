@@ -1,0 +1,12 @@
+"""GMF on ML-1M in the NCF paper's protocol (users 0..2998, official negatives).
+
+  python -m ncf_jax.main --config=configs/ml1m_gmf.py --workdir=/tmp/ml1m_gmf
+"""
+
+from configs import ml1m_neumf
+
+
+def get_config():
+  config = ml1m_neumf.get_config()
+  config.model.name = "gmf"
+  return config

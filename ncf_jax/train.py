@@ -1,0 +1,496 @@
+"""Training: the train state, the jitted train step, and the train-and-evaluate loop.
+
+Read top to bottom: state → step → many steps per call → the loop (data, resume,
+epochs, evaluation, logging, checkpoints, preemption).
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from ncf_jax import checkpoint, embedding, evaluate, models, sharding
+from ncf_jax.data import sampling
+from ncf_jax.data.dataset import Dataset
+
+# ---------------------------------------------------------------------------- state
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a resumed run needs to continue exactly (all jax arrays)."""
+
+  step: jax.Array  # int32[]: training steps done
+  epoch: jax.Array  # int32[]: epochs completed
+  params: dict  # dense parameters (a pure dict of the NNX module's Params), replicated
+  opt_state: Any  # optax state of `params`
+  tables: dict[str, jax.Array]  # name -> f32/bf16[padded_vocab, dim], rows sharded
+  slots: dict[str, Any]  # name -> the table optimizer's state, sharded like the table
+  loss_sum: jax.Array  # f32[]: sum of step losses so far in the current epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """The static half of the model: NNX graph, the tables it reads, and their specs."""
+
+  graphdef: Any
+  abstract_params: Any  # nnx.State of ShapeDtypeStructs, the template of `params`
+  tables: tuple[models.TableDecl, ...]
+  specs: dict[str, embedding.TableSpec]
+  compute_dtype: Any
+
+  def apply(self, params: dict, rows: dict[str, jax.Array]) -> jax.Array:
+    """logits f32[B] of the dense module on looked-up `rows`."""
+    state = jax.tree.map(lambda x: x, self.abstract_params)
+    nnx.replace_by_pure_dict(state, params)
+    module = nnx.merge(self.graphdef, state)
+    return module(rows).astype(jnp.float32)
+
+  def lookup(self, tables: dict, ids: dict[str, jax.Array], mesh) -> dict[str, jax.Array]:
+    return {
+      t.name: embedding.lookup(tables[t.name], ids[t.feature], mesh, self.compute_dtype)
+      for t in self.tables
+    }
+
+
+def table_specs(
+  config: ml_collections.ConfigDict, decls, num_users: int, num_items: int
+) -> dict[str, embedding.TableSpec]:
+  emb = config.embedding
+  vocab = {"user": emb.user_hash_buckets or num_users, "item": emb.item_hash_buckets or num_items}
+  return {t.name: embedding.spec_from_config(config, t.name, vocab[t.feature], t.dim) for t in decls}
+
+
+def build_model(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
+  decls = tuple(models.model_tables(config, dataset))
+  abstract = nnx.eval_shape(lambda: models.create_model(config, nnx.Rngs(0), dataset))
+  graphdef, abstract_params = nnx.split(abstract, nnx.Param)
+  return Model(
+    graphdef=graphdef,
+    abstract_params=abstract_params,
+    tables=decls,
+    specs=table_specs(config, decls, dataset.num_users, dataset.num_items),
+    compute_dtype=models._dtype(config),
+  )
+
+
+def dense_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  t = config.train
+  if t.optimizer == "adam":
+    return optax.adam(t.learning_rate, b1=t.adam_b1, b2=t.adam_b2, eps=t.adam_eps)
+  if t.optimizer == "adamw":
+    return optax.adamw(
+      t.learning_rate, t.adam_b1, t.adam_b2, t.adam_eps, weight_decay=t.weight_decay
+    )
+  if t.optimizer == "sgd":
+    return optax.sgd(t.learning_rate)
+  raise ValueError(f"train.optimizer={t.optimizer!r}: expected 'adam', 'adamw' or 'sgd'.")
+
+
+def create_train_state(
+  config: ml_collections.ConfigDict, model: Model, tx: optax.GradientTransformation, mesh
+) -> TrainState:
+  """A fresh state, born sharded: dense parts replicated, tables row-sharded."""
+  key_params, key_tables = jax.random.split(jax.random.key(config.train.seed))
+  replicated = sharding.replicated(mesh)
+
+  @functools.partial(jax.jit, out_shardings=replicated)
+  def init_dense(key):
+    module = models.create_model(config, nnx.Rngs(key), None)
+    params = nnx.state(module, nnx.Param).to_pure_dict()
+    return params, tx.init(params)
+
+  params, opt_state = init_dense(key_params)
+  tables, slots = {}, {}
+  for i, (name, spec) in enumerate(model.specs.items()):
+    tables[name] = embedding.init_table(jax.random.fold_in(key_tables, i), spec, mesh)
+    slots[name] = embedding.init_slots(spec, mesh)
+  scalar = lambda v, dt: jax.device_put(jnp.asarray(v, dt), replicated)
+  return TrainState(
+    step=scalar(0, jnp.int32),
+    epoch=scalar(0, jnp.int32),
+    params=params,
+    opt_state=opt_state,
+    tables=tables,
+    slots=slots,
+    loss_sum=scalar(0.0, jnp.float32),
+  )
+
+
+# ---------------------------------------------------------------------------- step
+
+
+def make_train_step(model: Model, tx: optax.GradientTransformation, mesh) -> Callable:
+  """train_step(state, users int32[B], items int32[B], labels f32[B]) -> (state, loss)."""
+
+  def train_step(state: TrainState, users, items, labels):
+    ids = {"user": users, "item": items}
+    rows = model.lookup(state.tables, ids, mesh)
+
+    def loss_fn(params, rows):
+      logits = model.apply(params, rows)
+      return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
+
+    # Gradients with respect to the looked-up rows, not the tables: the table update
+    # then touches only the rows of this batch (or scatters them, for dense Adam).
+    loss, (grad_params, grad_rows) = jax.value_and_grad(loss_fn, argnums=(0, 1))(
+      state.params, rows
+    )
+    updates, opt_state = tx.update(grad_params, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    tables, slots = {}, {}
+    for t in model.tables:
+      tables[t.name], slots[t.name] = embedding.apply_gradients(
+        model.specs[t.name], state.tables[t.name], state.slots[t.name], ids[t.feature],
+        grad_rows[t.name], mesh,
+      )
+    state = state.replace(
+      step=state.step + 1, params=params, opt_state=opt_state, tables=tables, slots=slots,
+      loss_sum=state.loss_sum + loss,
+    )
+    return state, loss
+
+  return train_step
+
+
+def make_train_steps(train_step: Callable) -> Callable:
+  """Runs steps [start, stop) of an epoch in one jitted call, so the host never sits between steps.
+
+  train_steps(state, users int32[S, B], items int32[S, B], labels f32[S, B], start, stop) -> state
+  The state is donated: tables and optimizer slots are updated in place.
+  """
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def train_steps(state, users, items, labels, start, stop):
+    def body(i, state):
+      return train_step(state, users[i], items[i], labels[i])[0]
+
+    return jax.lax.fori_loop(start, stop, body, state)
+
+  return train_steps
+
+
+def make_score_fn(model: Model, mesh) -> Callable:
+  """score(state, users int32[n], items int32[n]) -> f32[n] logits (traced inside evaluation)."""
+
+  def score(state: TrainState, users, items):
+    rows = model.lookup(state.tables, {"user": users, "item": items}, mesh)
+    return model.apply(state.params, rows)
+
+  return score
+
+
+# ---------------------------------------------------------------------------- loop helpers
+
+
+class PreemptionGuard:
+  """Turns SIGTERM (sent by Cloud TPU, GKE and SLURM before preemption) into a flag.
+
+  The loop checks it at every call boundary, saves a checkpoint and exits cleanly.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    def handler(signum, frame):
+      del frame
+      logging.warning("Received signal %d: will checkpoint at the next step boundary.", signum)
+      self.requested = True
+
+    try:
+      self._previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. some test runners): no handler
+      self._previous = None
+    return self
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def should_stop(self) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    # Every process must stop at the same step: stop when any process was signalled.
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    flags = multihost_utils.process_allgather(np.array(self.requested, np.int32))
+    return bool(np.any(flags))
+
+
+class MetricsLog:
+  """metrics.jsonl (one object per evaluation) and TensorBoard events, process 0 only."""
+
+  def __init__(self, workdir: str, resume_epoch: int):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.enabled = jax.process_index() == 0
+    self._writer = None
+    if not self.enabled:
+      return
+    # Lines written after the checkpoint we resume from (a crash between evaluation and
+    # save) are dropped, so a resumed run's file equals an uninterrupted run's.
+    kept = [r for r in self.read() if r["epoch"] <= resume_epoch]
+    with open(self.path, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in kept)
+    from tensorboardX import SummaryWriter  # noqa: PLC0415
+
+    self._writer = SummaryWriter(logdir=workdir, flush_secs=10)
+
+  def read(self) -> list[dict]:
+    if not os.path.exists(self.path):
+      return []
+    with open(self.path) as f:
+      return [json.loads(line) for line in f if line.strip()]
+
+  def write(self, record: dict) -> None:
+    if not self.enabled:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    for key, value in record.items():
+      if key not in ("epoch", "step") and isinstance(value, int | float):
+        self._writer.add_scalar(key.replace("@", "_at_"), value, record["step"])
+    self._writer.flush()
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+
+
+def load_data(config: ml_collections.ConfigDict) -> Dataset:
+  if config.data.name == "synthetic":
+    from ncf_jax.data import synthetic  # noqa: PLC0415
+
+    return synthetic.make_dataset(config.data)
+  from ncf_jax.data import input_pipeline  # noqa: PLC0415  (TFDS only when needed)
+
+  return input_pipeline.load_dataset(config.data)
+
+
+def id_rows(config: ml_collections.ConfigDict, dataset: Dataset) -> dict[str, np.ndarray | None]:
+  """Per feature, the table row of each dense id: hashed original ids, or None (identity)."""
+  emb = config.embedding
+  rows = {}
+  for feature, buckets, originals in (
+    ("user", emb.user_hash_buckets, dataset.user_ids),
+    ("item", emb.item_hash_buckets, dataset.item_ids),
+  ):
+    rows[feature] = embedding.hash_ids(originals, buckets) if buckets > 0 else None
+  return rows
+
+
+def _map(rows: np.ndarray | None, ids: np.ndarray) -> np.ndarray:
+  return ids.astype(np.int32) if rows is None else rows[ids].astype(np.int32)
+
+
+def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
+  """Errors a user can cause, raised before any data is read or any checkpoint written."""
+  models.check_model_name(config)
+  models._dtype(config)
+  sharding.check_batch_size(config.train.batch_size, mesh, field="train.batch_size")
+  dense_optimizer(config)
+  for field in ("num_epochs", "num_negatives"):
+    if config.train[field] < (1 if field == "num_epochs" else 0):
+      raise ValueError(f"train.{field}={config.train[field]} is out of range.")
+  if config.eval.top_k < 1:
+    raise ValueError(f"eval.top_k={config.eval.top_k}: must be >= 1.")
+  if config.train.loss not in ("bce", "softmax"):
+    raise ValueError(f"train.loss={config.train.loss!r}: expected 'bce' or 'softmax'.")
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the best metrics."""
+  start_time = time.time()
+  mesh = sharding.make_mesh(config.mesh)
+  validate_config(config, mesh)
+
+  # --- data
+  dataset = load_data(config)
+  logging.info(
+    "Data %s: %d users, %d items, %d train positives, %d test users.",
+    dataset.name, dataset.num_users, dataset.num_items, dataset.num_train, dataset.num_test,
+  )
+  rows = id_rows(config, dataset)
+  collisions = sampling.negative_collision_rate(
+    dataset.train_users, dataset.train_items, dataset.num_items, seed=config.train.seed
+  )
+  logging.info("Sampled negatives that are in fact positives of their user: %.2f%%.",
+               100 * collisions)
+
+  # --- model and state
+  model = build_model(config, dataset)
+  tx = dense_optimizer(config)
+  state = create_train_state(config, model, tx, mesh)
+  if config.model.pretrained_gmf or config.model.pretrained_mlp:
+    from ncf_jax import pretrain  # noqa: PLC0415
+
+    state = pretrain.load_into(config, state)
+
+  ckpt = None
+  if config.checkpoint.every_epochs:
+    ckpt = checkpoint.Checkpointer(workdir, config.checkpoint)
+  if ckpt is not None and ckpt.latest_step() is not None:
+    state = ckpt.restore(checkpoint.abstract_like(state))
+    logging.info("Resuming at step %d (epoch %d).", int(state.step), int(state.epoch))
+  os.makedirs(workdir, exist_ok=True)
+  log = MetricsLog(workdir, resume_epoch=int(state.epoch))
+
+  # --- device-resident training input (dense ids; hashed rows are looked up per epoch)
+  num_devices = mesh.devices.size
+  padded = -(-dataset.num_train // num_devices) * num_devices
+  put = lambda a: sharding.global_batch(np.pad(a, (0, padded - a.shape[0])), mesh)
+  pos_users_d, pos_items_d = put(dataset.train_users), put(dataset.train_items)
+  row_maps = {f: None if r is None else jax.device_put(r, sharding.replicated(mesh))
+              for f, r in rows.items()}
+  batch = config.train.batch_size
+  steps = sampling.steps_per_epoch(dataset.num_train, config.train.num_negatives, batch)
+  if steps == 0:
+    raise ValueError(
+      f"train.batch_size={batch} is larger than one epoch "
+      f"({dataset.num_train} positives x {1 + config.train.num_negatives}); lower it."
+    )
+
+  @jax.jit
+  def epoch_fn(key, pos_users, pos_items):
+    users, items, labels = sampling.make_epoch(
+      key, pos_users, pos_items, num_positives=dataset.num_train, num_items=dataset.num_items,
+      num_negatives=config.train.num_negatives, num_steps=steps, batch_size=batch,
+      sharding=sampling.epoch_sharding(mesh),
+    )
+    to_rows = lambda r, ids: ids if r is None else r[ids]
+    return to_rows(row_maps["user"], users), to_rows(row_maps["item"], items), labels
+
+  per_call = config.train.steps_per_call or min(steps, max(1, config.train.log_every_steps))
+  compile_start = time.time()
+  base_key = jax.random.key(config.train.seed + 1)
+  epoch_arrays = jax.eval_shape(epoch_fn, base_key, pos_users_d, pos_items_d)
+  epoch_arrays = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sampling.epoch_sharding(mesh))
+                  for a in epoch_arrays]
+  # Compiled ahead of time, so epoch timings and samples/s exclude compilation.
+  train_steps = make_train_steps(make_train_step(model, tx, mesh)).lower(
+    checkpoint.abstract_like(state), *epoch_arrays, 0, 1).compile()
+  logging.info("Compiled the train step in %.1fs.", time.time() - compile_start)
+
+  evaluator = evaluate.SampledEvaluator(
+    make_score_fn(model, mesh),
+    _map(rows["user"], dataset.test_users),
+    _map(rows["item"], dataset.test_items),
+    _map(rows["item"], dataset.test_negatives),
+    config.eval.top_k,
+    config.eval.batch_users,
+    mesh,
+  )
+  k = config.eval.top_k
+  total_steps = steps * config.train.num_epochs
+  logging.info("%d steps per epoch of %d samples; %d steps per call.", steps, batch, per_call)
+
+  # --- epochs
+  with PreemptionGuard() as guard:
+    while int(state.epoch) < config.train.num_epochs:
+      epoch = int(state.epoch)
+      users, items, labels = epoch_fn(jax.random.fold_in(base_key, epoch), pos_users_d, pos_items_d)
+      first = int(state.step) - epoch * steps  # > 0 when resuming mid-epoch
+      epoch_start, timed_steps = time.time(), steps - first
+      last_log, last_log_step, last_loss = time.time(), first, float(state.loss_sum)
+      for start in range(first, steps, per_call):
+        stop = min(start + per_call, steps)
+        state = train_steps(state, users, items, labels, start, stop)
+        if stop - last_log_step >= config.train.log_every_steps or stop == steps:
+          loss_sum = float(state.loss_sum)  # waits for the device: only at log points
+          now = time.time()
+          rate = (stop - last_log_step) * batch / (now - last_log)
+          done = epoch * steps + stop
+          logging.info(
+            "epoch %d step %d/%d loss %.4f samples/s %.0f eta %s", epoch + 1, stop, steps,
+            (loss_sum - last_loss) / (stop - last_log_step), rate,
+            _format_eta((total_steps - done) * batch / max(rate, 1e-9)),
+          )
+          last_log, last_log_step, last_loss = now, stop, loss_sum
+        if guard.should_stop() and stop < steps:
+          if ckpt is not None:
+            ckpt.save(int(state.step), state, wait=True)
+          logging.warning("Preempted at step %d: checkpoint saved, exiting.", int(state.step))
+          log.close()
+          return {}
+      jax.block_until_ready(state)
+      train_seconds = time.time() - epoch_start
+      epoch_loss = float(state.loss_sum) / steps
+      state = state.replace(epoch=state.epoch + 1, loss_sum=jnp.zeros_like(state.loss_sum))
+      epoch += 1
+      last = epoch == config.train.num_epochs
+      if epoch % config.eval.every_epochs == 0 or last:
+        eval_start = time.time()
+        metrics = evaluator(state)
+        record = {
+          "epoch": epoch, "step": int(state.step), "loss": epoch_loss, **metrics,
+          "samples_per_sec": timed_steps * batch / train_seconds,
+          "train_s": train_seconds, "eval_s": time.time() - eval_start,
+          "wall_s": time.time() - start_time,
+        }
+        log.write(record)
+        logging.info(
+          "epoch %d: loss %.4f HR@%d %.4f NDCG@%d %.4f (%.0f samples/s, eval %.1fs)", epoch,
+          epoch_loss, k, metrics[f"hr@{k}"], k, metrics[f"ndcg@{k}"], record["samples_per_sec"],
+          record["eval_s"],
+        )
+      if ckpt is not None and (epoch % config.checkpoint.every_epochs == 0 or last):
+        ckpt.save(int(state.step), state)
+      if guard.should_stop() and not last:
+        if ckpt is not None:
+          ckpt.wait()
+        logging.warning("Preempted after epoch %d: checkpoint saved, exiting.", epoch)
+        log.close()
+        return {}
+
+  if ckpt is not None:
+    ckpt.wait()
+    ckpt.close()
+  history = log.read() if log.enabled else []
+  log.close()
+  return summarize(history, k)
+
+
+def summarize(history: list[dict], k: int) -> dict:
+  """Best HR@K and NDCG@K over the run and the epochs they came from, logged and returned."""
+  if not history:
+    return {}
+  best_hr = max(history, key=lambda r: r[f"hr@{k}"])
+  best_ndcg = max(history, key=lambda r: r[f"ndcg@{k}"])
+  summary = {
+    f"best_hr@{k}": best_hr[f"hr@{k}"], "best_hr_epoch": best_hr["epoch"],
+    f"best_ndcg@{k}": best_ndcg[f"ndcg@{k}"], "best_ndcg_epoch": best_ndcg["epoch"],
+    "final": history[-1],
+  }
+  logging.info(
+    "Best HR@%d %.4f (epoch %d), best NDCG@%d %.4f (epoch %d); final HR@%d %.4f NDCG@%d %.4f.",
+    k, best_hr[f"hr@{k}"], best_hr["epoch"], k, best_ndcg[f"ndcg@{k}"], best_ndcg["epoch"],
+    k, history[-1][f"hr@{k}"], k, history[-1][f"ndcg@{k}"],
+  )
+  print(
+    f"Best HR@{k} {best_hr[f'hr@{k}']:.4f} (epoch {best_hr['epoch']}), "
+    f"best NDCG@{k} {best_ndcg[f'ndcg@{k}']:.4f} (epoch {best_ndcg['epoch']})",
+    flush=True,
+  )
+  return summary
