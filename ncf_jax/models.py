@@ -6,7 +6,10 @@ mesh and updates them sparsely); the trainer looks up the rows of a batch and ca
 the module on them:
 
   rows = {name: f32[B, dim] for each table}   # looked up by the trainer
-  logits = model(rows)                        # f32[B]
+  batch = {'user': int32[B], 'item': int32[B], 'timestamp': int32[B] (when used)}
+  logits = model(rows, batch)                 # f32[B]
+
+`batch` carries the ids themselves, for models that read side features of an id.
 
 Table names are shared across models so that NeuMF can be initialised from trained
 GMF and MLP runs (the paper's pretraining): GMF owns 'user_gmf'/'item_gmf', MLP owns
@@ -83,7 +86,7 @@ class GMF(nnx.Module):
   def features(self, rows: dict[str, jax.Array]) -> jax.Array:
     return rows["user_gmf"] * rows["item_gmf"]
 
-  def __call__(self, rows: dict[str, jax.Array]) -> jax.Array:
+  def __call__(self, rows: dict[str, jax.Array], batch: dict | None = None) -> jax.Array:
     return self.out(self.features(rows))[:, 0]
 
 
@@ -103,7 +106,7 @@ class MLP(nnx.Module):
   def features(self, rows: dict[str, jax.Array]) -> jax.Array:
     return self.mlp(jnp.concatenate([rows["user_mlp"], rows["item_mlp"]], axis=-1))
 
-  def __call__(self, rows: dict[str, jax.Array]) -> jax.Array:
+  def __call__(self, rows: dict[str, jax.Array], batch: dict | None = None) -> jax.Array:
     return self.out(self.features(rows))[:, 0]
 
 
@@ -119,7 +122,7 @@ class NeuMF(nnx.Module):
   def tables(config: ml_collections.ConfigDict) -> list[TableDecl]:
     return GMF.tables(config) + MLP.tables(config)
 
-  def __call__(self, rows: dict[str, jax.Array]) -> jax.Array:
+  def __call__(self, rows: dict[str, jax.Array], batch: dict | None = None) -> jax.Array:
     gmf = rows["user_gmf"] * rows["item_gmf"]
     mlp = self.mlp(jnp.concatenate([rows["user_mlp"], rows["item_mlp"]], axis=-1))
     return self.out(jnp.concatenate([gmf, mlp], axis=-1))[:, 0]
@@ -138,7 +141,7 @@ class NeuralCF(nnx.Module):
     f = config.model.factors
     return [TableDecl("user_ncf", "user", f), TableDecl("item_ncf", "item", f)]
 
-  def __call__(self, rows: dict[str, jax.Array]) -> jax.Array:
+  def __call__(self, rows: dict[str, jax.Array], batch: dict | None = None) -> jax.Array:
     x = jnp.concatenate([rows["user_ncf"], rows["item_ncf"]], axis=-1)
     return self.out(self.mlp(x))[:, 0]
 
@@ -160,7 +163,7 @@ class MF(nnx.Module):
       TableDecl("item_bias", "item", 1),
     ]
 
-  def __call__(self, rows: dict[str, jax.Array]) -> jax.Array:
+  def __call__(self, rows: dict[str, jax.Array], batch: dict | None = None) -> jax.Array:
     dot = jnp.sum(rows["user_mf"] * rows["item_mf"], axis=-1)
     return dot + rows["user_bias"][:, 0] + rows["item_bias"][:, 0] + self.bias.value
 

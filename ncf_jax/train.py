@@ -52,12 +52,15 @@ class Model:
   specs: dict[str, embedding.TableSpec]
   compute_dtype: Any
 
-  def apply(self, params: dict, rows: dict[str, jax.Array]) -> jax.Array:
-    """logits f32[B] of the dense module on looked-up `rows`."""
+  def module(self, params: dict) -> nnx.Module:
+    """The NNX module with `params` (inside jit: a pure function of `params`)."""
     state = jax.tree.map(lambda x: x, self.abstract_params)
     nnx.replace_by_pure_dict(state, params)
-    module = nnx.merge(self.graphdef, state)
-    return module(rows).astype(jnp.float32)
+    return nnx.merge(self.graphdef, state)
+
+  def apply(self, params: dict, rows: dict[str, jax.Array], batch: dict) -> jax.Array:
+    """logits f32[B] of the dense module on looked-up `rows` of `batch` (ids, timestamps)."""
+    return self.module(params)(rows, batch).astype(jnp.float32)
 
   def lookup(self, tables: dict, ids: dict[str, jax.Array], mesh) -> dict[str, jax.Array]:
     return {
@@ -71,7 +74,9 @@ def table_specs(
 ) -> dict[str, embedding.TableSpec]:
   emb = config.embedding
   vocab = {"user": emb.user_hash_buckets or num_users, "item": emb.item_hash_buckets or num_items}
-  return {t.name: embedding.spec_from_config(config, t.name, vocab[t.feature], t.dim) for t in decls}
+  return {
+    t.name: embedding.spec_from_config(config, t.name, vocab[t.feature], t.dim) for t in decls
+  }
 
 
 def build_model(config: ml_collections.ConfigDict, dataset: Dataset) -> Model:
@@ -141,7 +146,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, mesh) -> Cal
     rows = model.lookup(state.tables, ids, mesh)
 
     def loss_fn(params, rows):
-      logits = model.apply(params, rows)
+      logits = model.apply(params, rows, ids)
       return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
 
     # Gradients with respect to the looked-up rows, not the tables: the table update
@@ -187,8 +192,8 @@ def make_score_fn(model: Model, mesh) -> Callable:
   """score(state, users int32[n], items int32[n]) -> f32[n] logits (traced inside evaluation)."""
 
   def score(state: TrainState, users, items):
-    rows = model.lookup(state.tables, {"user": users, "item": items}, mesh)
-    return model.apply(state.params, rows)
+    batch = {"user": users, "item": items}
+    return model.apply(state.params, model.lookup(state.tables, batch, mesh), batch)
 
   return score
 
