@@ -128,6 +128,9 @@ def get_config() -> ml_collections.ConfigDict:
   train.steps_per_call = 0
   # Progress line every this many steps (rounded up to whole calls).
   train.log_every_steps = 1000
+  # > 0: stop after this global step with a checkpoint, as on preemption (time-boxed jobs);
+  # rerunning with a larger value or 0 continues exactly where it stopped.
+  train.stop_at_step = 0
 
   # ---------------------------------------------------------------- evaluation
   config.eval = ev = ml_collections.ConfigDict()

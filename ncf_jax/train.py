@@ -115,7 +115,7 @@ def create_train_state(
   @functools.partial(jax.jit, out_shardings=replicated)
   def init_dense(key):
     module = models.create_model(config, nnx.Rngs(key), None)
-    params = nnx.state(module, nnx.Param).to_pure_dict()
+    params = nnx.to_pure_dict(nnx.state(module, nnx.Param))
     return params, tx.init(params)
 
   params, opt_state = init_dense(key_params)
@@ -408,6 +408,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh,
   )
   k = config.eval.top_k
+  stop_at = config.train.stop_at_step
   total_steps = steps * config.train.num_epochs
   logging.info("%d steps per epoch of %d samples; %d steps per call.", steps, batch, per_call)
 
@@ -421,6 +422,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       last_log, last_log_step, last_loss = time.time(), first, float(state.loss_sum)
       for start in range(first, steps, per_call):
         stop = min(start + per_call, steps)
+        if stop_at > epoch * steps + start:
+          stop = min(stop, stop_at - epoch * steps)
         state = train_steps(state, users, items, labels, start, stop)
         if stop - last_log_step >= config.train.log_every_steps or stop == steps:
           loss_sum = float(state.loss_sum)  # waits for the device: only at log points
@@ -433,10 +436,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             _format_eta((total_steps - done) * batch / max(rate, 1e-9)),
           )
           last_log, last_log_step, last_loss = now, stop, loss_sum
-        if guard.should_stop() and stop < steps:
+        if (guard.should_stop() or epoch * steps + stop == stop_at) and stop < steps:
           if ckpt is not None:
             ckpt.save(int(state.step), state, wait=True)
-          logging.warning("Preempted at step %d: checkpoint saved, exiting.", int(state.step))
+          logging.warning("Stopped at step %d (%s): checkpoint saved, exiting.", int(state.step),
+                          "preempted" if guard.requested else "train.stop_at_step")
           log.close()
           return {}
       jax.block_until_ready(state)
@@ -460,12 +464,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           epoch_loss, k, metrics[f"hr@{k}"], k, metrics[f"ndcg@{k}"], record["samples_per_sec"],
           record["eval_s"],
         )
-      if ckpt is not None and (epoch % config.checkpoint.every_epochs == 0 or last):
-        ckpt.save(int(state.step), state)
-      if guard.should_stop() and not last:
-        if ckpt is not None:
-          ckpt.wait()
-        logging.warning("Preempted after epoch %d: checkpoint saved, exiting.", epoch)
+      stopping = (guard.should_stop() or epoch * steps == stop_at) and not last
+      if ckpt is not None and (epoch % config.checkpoint.every_epochs == 0 or last or stopping):
+        ckpt.save(int(state.step), state, wait=stopping)
+      if stopping:
+        logging.warning("Stopped after epoch %d: checkpoint saved, exiting.", epoch)
         log.close()
         return {}
 
