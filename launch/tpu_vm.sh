@@ -196,7 +196,8 @@ do_setup() {
     "if ! command -v python3.11 >/dev/null; then sudo apt-get -qq update && sudo DEBIAN_FRONTEND=noninteractive apt-get -qq install -y python3.11 python3.11-venv; fi"
     "[ -x $VENV/bin/python ] || python3.11 -m venv $VENV"
     "$VENV/bin/pip install -q --upgrade pip"
-    "$VENV/bin/pip install -q -r $REMOTE_DIR/requirements.txt 'jax[tpu]==$jax_version'"
+    # gcsfs: orbax (through etils.epath) needs it for the gs:// workdir.
+    "$VENV/bin/pip install -q -r $REMOTE_DIR/requirements.txt 'jax[tpu]==$jax_version' gcsfs"
   )
   # One line, so that --dry_run prints one line per command.
   local joined
