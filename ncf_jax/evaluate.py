@@ -73,7 +73,7 @@ class SampledEvaluator:
     real = np.pad(np.ones(self.num_users, bool), (0, pad))
     spec = sharding.batch_sharding(mesh)
     shape = lambda a: a.reshape(num_chunks, chunk, *a.shape[1:])
-    put = lambda a: [jax.device_put(c, spec) for c in shape(a)]
+    put = lambda a: [sharding.put_global(c, spec) for c in shape(a)]
     self._chunks = list(zip(put(users), put(candidates), put(valid), put(real), strict=True))
     self.top_k = top_k
 

@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from ncf_jax import checkpoint
+from ncf_jax import checkpoint, sharding
 
 
 def _put_like(value: np.ndarray, like: jax.Array, what: str) -> jax.Array:
@@ -20,7 +20,7 @@ def _put_like(value: np.ndarray, like: jax.Array, what: str) -> jax.Array:
       f"Pretrained {what} has shape {value.shape} but NeuMF needs {like.shape}: train GMF/MLP "
       "with the same data, model.factors, model.mlp_layers and embedding.pad_multiple."
     )
-  return jax.device_put(np.asarray(value, like.dtype), like.sharding)
+  return sharding.put_global(np.asarray(value, like.dtype), like.sharding)
 
 
 def load_into(config: ml_collections.ConfigDict, state):

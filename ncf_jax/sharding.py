@@ -96,3 +96,14 @@ def global_batch(local: Any, mesh: Mesh) -> Any:
   sharding = batch_sharding(mesh)
   return jax.tree.map(
     lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
+
+
+def put_global(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A global array from a host array that every process holds in full.
+
+  Each process hands over only the shards its own devices hold, so this is the same
+  call on one host and on many (where `jax.device_put` would need the data on every
+  device's host anyway).
+  """
+  array = np.asarray(array)
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])

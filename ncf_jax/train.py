@@ -123,7 +123,7 @@ def create_train_state(
   for i, (name, spec) in enumerate(model.specs.items()):
     tables[name] = embedding.init_table(jax.random.fold_in(key_tables, i), spec, mesh)
     slots[name] = embedding.init_slots(spec, mesh)
-  scalar = lambda v, dt: jax.device_put(jnp.asarray(v, dt), replicated)
+  scalar = lambda v, dt: sharding.put_global(np.asarray(v, dt), replicated)
   return TrainState(
     step=scalar(0, jnp.int32),
     epoch=scalar(0, jnp.int32),
@@ -365,9 +365,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # --- device-resident training input (dense ids; hashed rows are looked up per epoch)
   num_devices = mesh.devices.size
   padded = -(-dataset.num_train // num_devices) * num_devices
-  put = lambda a: sharding.global_batch(np.pad(a, (0, padded - a.shape[0])), mesh)
+  put = lambda a: sharding.put_global(np.pad(a, (0, padded - a.shape[0])),
+                                      sharding.batch_sharding(mesh))
   pos_users_d, pos_items_d = put(dataset.train_users), put(dataset.train_items)
-  row_maps = {f: None if r is None else jax.device_put(r, sharding.replicated(mesh))
+  row_maps = {f: None if r is None else sharding.put_global(r, sharding.replicated(mesh))
               for f, r in rows.items()}
   batch = config.train.batch_size
   steps = sampling.steps_per_epoch(dataset.num_train, config.train.num_negatives, batch)
