@@ -304,7 +304,7 @@ def _join(address: str | None, count: int | None, index: int | None, timeout_s: 
   try:
     jax.distributed.initialize(
       coordinator_address=address, num_processes=count, process_id=index,
-      cluster_detection_method=_JAX_DETECTION_METHOD.get(cluster) if cluster else None,
+      cluster_detection_method=_jax_detection_method(cluster),
       initialization_timeout=timeout_s + _JAX_TIMEOUT_GRACE_S)
   except Exception as e:  # jax raises e.g. when process 0 cannot bind the port
     raise RuntimeError(
@@ -313,6 +313,14 @@ def _join(address: str | None, count: int | None, index: int | None, timeout_s: 
   finally:
     watchdog.cancel()
   _log_topology(source)
+
+
+def _jax_detection_method(cluster: str | None) -> str | None:
+  if cluster is None:
+    # All three values are explicit: keep jax from probing cluster environments for the
+    # rest (it would restrict GPUs under SLURM/MPI, or warn about Kubernetes in a pod).
+    return "deactivate"
+  return _JAX_DETECTION_METHOD[cluster]
 
 
 def _check_backend_not_started() -> None:

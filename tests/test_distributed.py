@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 
 import pytest
 
@@ -51,7 +52,7 @@ def subprocess_env() -> dict[str, str]:
 
 
 # One process of a multi-process run: initialise through ncf_jax.distributed, then check
-# what every process sees. argv: address num_processes process_id timeout_s [mutate].
+# what every process sees. argv: address|auto num_processes process_id timeout_s [mutate].
 WORKER = textwrap.dedent("""
   import sys
   from configs import default
@@ -59,7 +60,10 @@ WORKER = textwrap.dedent("""
   address, count, index, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
   config = default.get_config()
   config.distributed.initialization_timeout_s = timeout
-  distributed.initialize(config.distributed, address, count, index)
+  if address == "auto":  # no flags: the cluster environment must say it all
+    distributed.initialize(config.distributed)
+  else:
+    distributed.initialize(config.distributed, address, count, index)
 
   import jax
   import numpy as np
@@ -87,12 +91,14 @@ WORKER = textwrap.dedent("""
 
 
 def run_workers(count: int, timeout_s: int, *extra: str, address: str | None = None,
-                indices: list[int] | None = None) -> list[subprocess.CompletedProcess]:
+                indices: list[int] | None = None,
+                env_of: Callable[[int], dict[str, str]] = lambda i: {},
+                ) -> list[subprocess.CompletedProcess]:
   address = address or f"localhost:{free_port()}"
   procs = [subprocess.Popen(
     [sys.executable, "-c", WORKER, address, str(count), str(i), str(timeout_s), *extra],
-    cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    text=True) for i in (range(count) if indices is None else indices)]
+    cwd=ROOT, env={**subprocess_env(), **env_of(i)}, stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE, text=True) for i in (range(count) if indices is None else indices)]
   results = []
   for p in procs:
     try:
@@ -214,3 +220,15 @@ def test_two_processes_over_localhost() -> None:
     assert "SAME_CONFIG_OK" in r.stdout
     # Both processes learn that process 1 disagrees, so neither hangs.
     assert "MISMATCH: process 1 has a different config" in r.stdout, r.stdout
+
+
+def test_two_processes_auto_detected_from_a_slurm_step() -> None:
+  # What srun sets for a 2-task step on this host; jax derives the coordinator from it.
+  port = str(free_port())
+  step = lambda i: {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "localhost",
+                    "SLURM_NTASKS": "2", "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i),
+                    "JAX_COORDINATOR_PORT": port}
+  results = run_workers(2, 30, address="auto", env_of=step)
+  for i, r in enumerate(results):
+    assert r.returncode == 0, f"process {i}:\n{r.stderr[-3000:]}"
+    assert "SUM 3" in r.stdout

@@ -181,6 +181,24 @@ def test_local_stops_everyone_when_one_process_fails(tmp_path) -> None:
     assert f"process {i} got TERM" in (tmp_path / "logs" / f"process_{i}.log").read_text()
 
 
+def test_local_ctrl_c_stops_every_process(tmp_path) -> None:
+  # Background processes of a script ignore SIGINT: the launcher must pass on a SIGTERM
+  # (on which the trainer checkpoints).
+  fake = executable(str(tmp_path / "python"), FAKE_PYTHON.format(python=sys.executable))
+  proc = subprocess.Popen(["bash", LOCAL, "2", "--config=c.py", f"--workdir={tmp_path}"],
+                          env={**os.environ, "PYTHON": fake, "FAKE_SLEEP": "60"}, cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  log1 = tmp_path / "logs" / "process_1.log"
+  deadline = time.monotonic() + 15
+  while not (log1.exists() and "process 1:" in log1.read_text()):
+    assert time.monotonic() < deadline, "process 1 did not start"
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=30)
+  assert proc.returncode == 130, err
+  assert "process 0 got TERM" in out and "process 1 got TERM" in log1.read_text()
+
+
 E2E_WORKER = textwrap.dedent("""
   import argparse
   from configs import default
