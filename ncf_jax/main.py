@@ -30,17 +30,12 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.get_absl_logger().addFilter(_QuietLibraries())
   # Imported here so absl has parsed flags (and jax sees XLA_FLAGS) before jax loads.
-  import jax
-
   from ncf_jax import distributed, train
 
   distributed.initialize(
     FLAGS.config.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
   )
   distributed.check_same_config(FLAGS.config)
-  logging.info("JAX process %d of %d, %d local / %d global devices (%s).", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count(),
-               jax.devices()[0].platform)
   logging.info("Config:\n%s", FLAGS.config)
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
