@@ -20,9 +20,10 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from etils import epath
 from flax import nnx
 
-from ncf_jax import checkpoint, embedding, evaluate, models, sharding
+from ncf_jax import checkpoint, embedding, evaluate, models, ranking, sharding, two_tower
 from ncf_jax.data import sampling
 from ncf_jax.data.dataset import Dataset
 
@@ -106,15 +107,19 @@ def dense_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
 
 
 def create_train_state(
-  config: ml_collections.ConfigDict, model: Model, tx: optax.GradientTransformation, mesh
+  config: ml_collections.ConfigDict, model: Model, tx: optax.GradientTransformation, mesh,
+  dataset: Dataset | None = None,
 ) -> TrainState:
-  """A fresh state, born sharded: dense parts replicated, tables row-sharded."""
+  """A fresh state, born sharded: dense parts replicated, tables row-sharded.
+
+  `dataset` gives models with side features (two_tower) their feature sizes.
+  """
   key_params, key_tables = jax.random.split(jax.random.key(config.train.seed))
   replicated = sharding.replicated(mesh)
 
   @functools.partial(jax.jit, out_shardings=replicated)
   def init_dense(key):
-    module = models.create_model(config, nnx.Rngs(key), None)
+    module = models.create_model(config, nnx.Rngs(key), dataset)
     params = nnx.to_pure_dict(nnx.state(module, nnx.Param))
     return params, tx.init(params)
 
@@ -138,15 +143,31 @@ def create_train_state(
 # ---------------------------------------------------------------------------- step
 
 
-def make_train_step(model: Model, tx: optax.GradientTransformation, mesh) -> Callable:
-  """train_step(state, users int32[B], items int32[B], labels f32[B]) -> (state, loss)."""
+def make_train_step(
+  model: Model, tx: optax.GradientTransformation, mesh, loss_type: str = "bce"
+) -> Callable:
+  """train_step(state, users int32[B], items int32[B], labels f32[B], side, timestamps)
+  -> (state, loss).
 
-  def train_step(state: TrainState, users, items, labels):
+  loss_type 'bce': pointwise sigmoid cross-entropy over positives and sampled negatives.
+  loss_type 'softmax': two-tower in-batch sampled softmax with log-Q correction; every row is
+  a positive (labels unused), the batch's other items are its negatives.
+  side: the two-tower's device-resident feature arrays (two_tower.side_inputs; {} or None
+  for other models); timestamps: int32[B] interaction times, for context features.
+  """
+
+  def train_step(state: TrainState, users, items, labels, side=None, timestamps=None):
+    side = side or {}
     ids = {"user": users, "item": items}
+    batch = two_tower.model_batch(side, users, items, timestamps)  # ids + gathered features
     rows = model.lookup(state.tables, ids, mesh)
 
     def loss_fn(params, rows):
-      logits = model.apply(params, rows, ids)
+      if loss_type == "softmax":
+        module = model.module(params)
+        u, v = module.user_vectors(rows, batch), module.item_vectors(rows, batch)
+        return two_tower.in_batch_softmax_loss(u, v, items, side["log_q"][items], module.scale())
+      logits = model.apply(params, rows, batch)
       return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
 
     # Gradients with respect to the looked-up rows, not the tables: the table update
@@ -174,14 +195,16 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, mesh) -> Cal
 def make_train_steps(train_step: Callable) -> Callable:
   """Runs steps [start, stop) of an epoch in one jitted call, so the host never sits between steps.
 
-  train_steps(state, users int32[S, B], items int32[S, B], labels f32[S, B], start, stop) -> state
+  train_steps(state, users int32[S, B], items int32[S, B], labels f32[S, B], start, stop,
+              side=None, timestamps=None int32[S, B]) -> state
   The state is donated: tables and optimizer slots are updated in place.
   """
 
   @functools.partial(jax.jit, donate_argnums=0)
-  def train_steps(state, users, items, labels, start, stop):
+  def train_steps(state, users, items, labels, start, stop, side=None, timestamps=None):
     def body(i, state):
-      return train_step(state, users[i], items[i], labels[i])[0]
+      times = None if timestamps is None else timestamps[i]
+      return train_step(state, users[i], items[i], labels[i], side, times)[0]
 
     return jax.lax.fori_loop(start, stop, body, state)
 
@@ -189,13 +212,30 @@ def make_train_steps(train_step: Callable) -> Callable:
 
 
 def make_score_fn(model: Model, mesh) -> Callable:
-  """score(state, users int32[n], items int32[n]) -> f32[n] logits (traced inside evaluation)."""
+  """score(state, users int32[n], items int32[n], side=None) -> f32[n] logits.
 
-  def score(state: TrainState, users, items):
-    batch = {"user": users, "item": items}
+  Traced inside evaluation; `side` as in make_train_step (a context model is scored at
+  each user's test time).
+  """
+
+  def score(state: TrainState, users, items, side=None):
+    batch = two_tower.model_batch(side or {}, users, items)
     return model.apply(state.params, model.lookup(state.tables, batch, mesh), batch)
 
   return score
+
+
+def make_block_score_fn(config: ml_collections.ConfigDict, model: Model, mesh) -> Callable:
+  """score_block((state, side), users int32[U], items int32[Ib]) -> f32[U, Ib] logits.
+
+  For full ranking and top-k: the two-tower model multiplies its towers' outputs; other
+  models score every pair of the block.
+  """
+  if config.model.name == "two_tower":
+    return two_tower.make_block_score_fn(model, mesh)
+  score = make_score_fn(model, mesh)
+  return ranking.pairwise_block(lambda inputs, users, items: score(inputs[0], users, items,
+                                                                   inputs[1]))
 
 
 # ---------------------------------------------------------------------------- loop helpers
@@ -238,34 +278,41 @@ class PreemptionGuard:
 
 
 class MetricsLog:
-  """metrics.jsonl (one object per evaluation) and TensorBoard events, process 0 only."""
+  """metrics.jsonl (one object per evaluation) and TensorBoard events, process 0 only.
+
+  The file is rewritten whole on each evaluation (it is small), through etils.epath, so a
+  gs:// workdir works too (object stores have no append).
+  """
 
   def __init__(self, workdir: str, resume_epoch: int):
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = epath.Path(workdir) / "metrics.jsonl"
     self.enabled = jax.process_index() == 0
     self._writer = None
+    self.records: list[dict] = []
     if not self.enabled:
       return
     # Lines written after the checkpoint we resume from (a crash between evaluation and
     # save) are dropped, so a resumed run's file equals an uninterrupted run's.
-    kept = [r for r in self.read() if r["epoch"] <= resume_epoch]
-    with open(self.path, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in kept)
+    self.records = [r for r in self.read() if r["epoch"] <= resume_epoch]
+    self._flush()
     from tensorboardX import SummaryWriter  # noqa: PLC0415
 
     self._writer = SummaryWriter(logdir=workdir, flush_secs=10)
 
   def read(self) -> list[dict]:
-    if not os.path.exists(self.path):
+    if not self.path.exists():
       return []
-    with open(self.path) as f:
-      return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+  def _flush(self) -> None:
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
 
   def write(self, record: dict) -> None:
     if not self.enabled:
       return
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    self.records.append(record)
+    self._flush()
     for key, value in record.items():
       if key not in ("epoch", "step") and isinstance(value, int | float):
         self._writer.add_scalar(key.replace("@", "_at_"), value, record["step"])
@@ -283,7 +330,15 @@ def load_data(config: ml_collections.ConfigDict) -> Dataset:
     return synthetic.make_dataset(config.data)
   from ncf_jax.data import input_pipeline  # noqa: PLC0415  (TFDS only when needed)
 
-  return input_pipeline.load_dataset(config.data)
+  if jax.process_count() == 1:
+    return input_pipeline.load_dataset(config.data)
+  # Processes may share the TFDS cache (one machine, or a shared file system): process 0
+  # prepares it while the others wait, then every process reads the prepared files.
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+
+  dataset = input_pipeline.load_dataset(config.data) if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices("ncf_jax: data prepared")
+  return dataset if dataset is not None else input_pipeline.load_dataset(config.data)
 
 
 def id_rows(config: ml_collections.ConfigDict, dataset: Dataset) -> dict[str, np.ndarray | None]:
@@ -315,6 +370,13 @@ def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
     raise ValueError(f"eval.top_k={config.eval.top_k}: must be >= 1.")
   if config.train.loss not in ("bce", "softmax"):
     raise ValueError(f"train.loss={config.train.loss!r}: expected 'bce' or 'softmax'.")
+  if config.train.loss == "softmax" and config.model.name != "two_tower":
+    raise ValueError(
+      f"train.loss='softmax' (in-batch softmax) needs separate user and item vectors: set "
+      f"model.name='two_tower' or train.loss='bce' (model.name={config.model.name!r})."
+    )
+  if config.eval.full_ranking and config.embedding.item_hash_buckets:
+    raise ValueError("eval.full_ranking ranks exact items: set embedding.item_hash_buckets=0.")
 
 
 def _format_eta(seconds: float) -> str:
@@ -330,6 +392,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start_time = time.time()
   mesh = sharding.make_mesh(config.mesh)
   validate_config(config, mesh)
+  if jax.process_index() == 0:  # what `recommend` needs to rebuild the model from the workdir
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    (epath.Path(workdir) / "config.json").write_text(config.to_json(indent=2) + "\n")
 
   # --- data
   dataset = load_data(config)
@@ -347,7 +412,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # --- model and state
   model = build_model(config, dataset)
   tx = dense_optimizer(config)
-  state = create_train_state(config, model, tx, mesh)
+  state = create_train_state(config, model, tx, mesh, dataset)
+  side = two_tower.side_inputs(config, dataset, mesh)  # {} unless two_tower needs it
   if config.model.pretrained_gmf or config.model.pretrained_mlp:
     from ncf_jax import pretrain  # noqa: PLC0415
 
@@ -359,7 +425,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if ckpt is not None and ckpt.latest_step() is not None:
     state = ckpt.restore(checkpoint.abstract_like(state))
     logging.info("Resuming at step %d (epoch %d).", int(state.step), int(state.epoch))
-  os.makedirs(workdir, exist_ok=True)
   log = MetricsLog(workdir, resume_epoch=int(state.epoch))
 
   # --- device-resident training input (dense ids; hashed rows are looked up per epoch)
@@ -367,47 +432,63 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   padded = -(-dataset.num_train // num_devices) * num_devices
   put = lambda a: sharding.put_global(np.pad(a, (0, padded - a.shape[0])),
                                       sharding.batch_sharding(mesh))
-  pos_users_d, pos_items_d = put(dataset.train_users), put(dataset.train_items)
+  positives = [put(dataset.train_users), put(dataset.train_items)]
+  if config.model.name == "two_tower" and config.model.use_context:
+    positives.append(put(two_tower.to_int32_seconds(dataset.train_timestamps, "train timestamps")))
   row_maps = {f: None if r is None else sharding.put_global(r, sharding.replicated(mesh))
               for f, r in rows.items()}
   batch = config.train.batch_size
-  steps = sampling.steps_per_epoch(dataset.num_train, config.train.num_negatives, batch)
+  # The in-batch softmax takes its negatives from the batch: an epoch is the positives only.
+  negatives = 0 if config.train.loss == "softmax" else config.train.num_negatives
+  steps = sampling.steps_per_epoch(dataset.num_train, negatives, batch)
   if steps == 0:
     raise ValueError(
       f"train.batch_size={batch} is larger than one epoch "
-      f"({dataset.num_train} positives x {1 + config.train.num_negatives}); lower it."
+      f"({dataset.num_train} positives x {1 + negatives}); lower it."
     )
 
   @jax.jit
-  def epoch_fn(key, pos_users, pos_items):
-    users, items, labels = sampling.make_epoch(
+  def epoch_fn(key, pos_users, pos_items, pos_timestamps=None):
+    users, items, labels, *times = sampling.make_epoch(
       key, pos_users, pos_items, num_positives=dataset.num_train, num_items=dataset.num_items,
-      num_negatives=config.train.num_negatives, num_steps=steps, batch_size=batch,
-      sharding=sampling.epoch_sharding(mesh),
+      num_negatives=negatives, num_steps=steps, batch_size=batch,
+      sharding=sampling.epoch_sharding(mesh), pos_timestamps=pos_timestamps,
     )
     to_rows = lambda r, ids: ids if r is None else r[ids]
-    return to_rows(row_maps["user"], users), to_rows(row_maps["item"], items), labels
+    return to_rows(row_maps["user"], users), to_rows(row_maps["item"], items), labels, *times
 
   per_call = config.train.steps_per_call or min(steps, max(1, config.train.log_every_steps))
   compile_start = time.time()
   base_key = jax.random.key(config.train.seed + 1)
-  epoch_arrays = jax.eval_shape(epoch_fn, base_key, pos_users_d, pos_items_d)
+  epoch_arrays = jax.eval_shape(epoch_fn, base_key, *positives)
   epoch_arrays = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sampling.epoch_sharding(mesh))
                   for a in epoch_arrays]
   # Compiled ahead of time, so epoch timings and samples/s exclude compilation.
-  train_steps = make_train_steps(make_train_step(model, tx, mesh)).lower(
-    checkpoint.abstract_like(state), *epoch_arrays, 0, 1).compile()
+  train_steps = make_train_steps(make_train_step(model, tx, mesh, config.train.loss)).lower(
+    checkpoint.abstract_like(state), *epoch_arrays[:3], 0, 1, side, *epoch_arrays[3:]).compile()
   logging.info("Compiled the train step in %.1fs.", time.time() - compile_start)
 
+  # Evaluators score (state, side): the state and the two-tower's feature arrays.
+  score = make_score_fn(model, mesh)
+  score_inputs = lambda inputs, users, items: score(inputs[0], users, items, inputs[1])
   evaluator = evaluate.SampledEvaluator(
-    make_score_fn(model, mesh),
+    score_inputs,
     _map(rows["user"], dataset.test_users),
     _map(rows["item"], dataset.test_items),
     _map(rows["item"], dataset.test_negatives),
     config.eval.top_k,
     config.eval.batch_users,
     mesh,
+    with_auc=config.eval.full_ranking,
   )
+  full_ranking = None
+  if config.eval.full_ranking:
+    full_ranking = ranking.FullRankingEvaluator(
+      score_inputs, make_block_score_fn(config, model, mesh),
+      _map(rows["user"], dataset.test_users), dataset.test_items,
+      _map(rows["user"], dataset.train_users), dataset.train_items, dataset.num_items,
+      config.eval.top_k, config.eval.batch_users, config.eval.item_block, mesh,
+    )
   k = config.eval.top_k
   stop_at = config.train.stop_at_step
   total_steps = steps * config.train.num_epochs
@@ -417,7 +498,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   with PreemptionGuard() as guard:
     while int(state.epoch) < config.train.num_epochs:
       epoch = int(state.epoch)
-      users, items, labels = epoch_fn(jax.random.fold_in(base_key, epoch), pos_users_d, pos_items_d)
+      users, items, labels, *times = epoch_fn(jax.random.fold_in(base_key, epoch), *positives)
       first = int(state.step) - epoch * steps  # > 0 when resuming mid-epoch
       epoch_start, timed_steps = time.time(), steps - first
       last_log, last_log_step, last_loss = time.time(), first, float(state.loss_sum)
@@ -425,7 +506,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         stop = min(start + per_call, steps)
         if stop_at > epoch * steps + start:
           stop = min(stop, stop_at - epoch * steps)
-        state = train_steps(state, users, items, labels, start, stop)
+        state = train_steps(state, users, items, labels, start, stop, side, *times)
         if stop - last_log_step >= config.train.log_every_steps or stop == steps:
           loss_sum = float(state.loss_sum)  # waits for the device: only at log points
           now = time.time()
@@ -452,7 +533,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       last = epoch == config.train.num_epochs
       if epoch % config.eval.every_epochs == 0 or last:
         eval_start = time.time()
-        metrics = evaluator(state)
+        metrics = evaluator((state, side))
+        if full_ranking is not None:
+          metrics.update(full_ranking((state, side)))
         record = {
           "epoch": epoch, "step": int(state.step), "loss": epoch_loss, **metrics,
           "samples_per_sec": timed_steps * batch / train_seconds,
@@ -465,6 +548,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           epoch_loss, k, metrics[f"hr@{k}"], k, metrics[f"ndcg@{k}"], record["samples_per_sec"],
           record["eval_s"],
         )
+        if full_ranking is not None:
+          logging.info("epoch %d: full ranking Recall@%d %.4f NDCG@%d %.4f; sampled AUC %.4f",
+                       epoch, k, metrics[f"recall@{k}_full"], k, metrics[f"ndcg@{k}_full"],
+                       metrics["auc"])
       stopping = (guard.should_stop() or epoch * steps == stop_at) and not last
       if ckpt is not None and (epoch % config.checkpoint.every_epochs == 0 or last or stopping):
         ckpt.save(int(state.step), state, wait=stopping)
@@ -476,7 +563,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if ckpt is not None:
     ckpt.wait()
     ckpt.close()
-  history = log.read() if log.enabled else []
+  history = log.records
   log.close()
   return summarize(history, k)
 
