@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ncf_jax import sharding
+from ncf_jax import ranking, sharding
 
 # score_fn(state, users: int32[n], items: int32[n]) -> f32[n] logits.
 ScoreFn = Callable[..., jax.Array]
@@ -55,6 +55,7 @@ class SampledEvaluator:
     top_k: int,
     batch_users: int,
     mesh: jax.sharding.Mesh,
+    with_auc: bool = False,
   ):
     self.num_users = int(test_users.shape[0])
     if self.num_users == 0:
@@ -76,6 +77,7 @@ class SampledEvaluator:
     put = lambda a: [sharding.put_global(c, spec) for c in shape(a)]
     self._chunks = list(zip(put(users), put(candidates), put(valid), put(real), strict=True))
     self.top_k = top_k
+    self.with_auc = with_auc
 
     def chunk_sums(state, users, candidates, valid, real):
       num, width = candidates.shape
@@ -83,12 +85,18 @@ class SampledEvaluator:
       scores = scores.reshape(num, width).astype(jnp.float32)
       rank = positive_rank(scores[:, 0], scores[:, 1:], valid[:, 1:])
       hit, ndcg = hit_and_ndcg(rank, top_k)
-      return jnp.stack([jnp.sum(hit * real), jnp.sum(ndcg * real)])
+      sums = [jnp.sum(hit * real), jnp.sum(ndcg * real)]
+      if with_auc:  # over the same candidates: the positive against its valid negatives
+        sums.append(jnp.sum(ranking.sampled_auc(scores[:, 0], scores[:, 1:], valid[:, 1:]) * real))
+      return jnp.stack(sums)
 
     self._chunk_sums = jax.jit(chunk_sums)
 
   def __call__(self, state) -> dict[str, float]:
-    """Returns {'hr@K': float, 'ndcg@K': float} averaged over all test users."""
+    """Returns {'hr@K': float, 'ndcg@K': float} (and 'auc') averaged over all test users."""
     total = sum(self._chunk_sums(state, *chunk) for chunk in self._chunks)
-    hr, ndcg = np.asarray(jax.device_get(total)) / self.num_users
-    return {f"hr@{self.top_k}": float(hr), f"ndcg@{self.top_k}": float(ndcg)}
+    sums = np.asarray(jax.device_get(total)) / self.num_users
+    metrics = {f"hr@{self.top_k}": float(sums[0]), f"ndcg@{self.top_k}": float(sums[1])}
+    if self.with_auc:
+      metrics["auc"] = float(sums[2])
+    return metrics
