@@ -250,6 +250,12 @@ def _concat(arrays: list[np.ndarray], dtype) -> np.ndarray:
 def read_dataset(builder: tfds.core.DatasetBuilder) -> Dataset:
   """Reads a prepared builder's splits and metadata into a Dataset (see `load_dataset`)."""
   meta = builder.info.metadata
+  needed = ("name", "num_users", "num_items", "users", "items", "user_features", "item_features")
+  if any(k not in meta for k in needed) or set(builder.info.splits) != {"train", "test"}:
+    raise DataError(
+      f"{builder.data_path} was not written by this version of builders.py; delete it "
+      "and load again (it will be prepared anew)."
+    )
   num_users, num_items = int(meta["num_users"]), int(meta["num_items"])
 
   train = _read_split(builder, "train", ("user",), ("items", "timestamps"))
