@@ -242,6 +242,11 @@ def lookup(table: jax.Array, ids: jax.Array, mesh: Mesh, dtype: Any = jnp.float3
   axes = tuple(mesh.axis_names)
   _check_split("lookup ids", ids.shape[0], mesh)
   _check_split("table", table.shape[0], mesh)
+  if mesh.devices.size == 1:
+    # One device owns every row: a plain gather. shard_map's collectives are no-ops here
+    # but still cost a thunk each on CPU (~15% of a batch-256 step).
+    return table.at[ids.astype(jnp.int32)].get(
+      mode="fill", fill_value=0, wrap_negative_indices=False).astype(dtype)
 
   def local(shard, ids_local):
     # Every device sees every id (4 bytes each) and answers those it owns.
@@ -300,6 +305,23 @@ def _sparse_rows(spec, w, slots, grad, lr):
   return w - lr * m_hat / (jnp.sqrt(v_hat) + spec.eps), {"m": m, "v": v, "count": count}
 
 
+def _unique_rows(rel: jax.Array, fill: int) -> tuple[jax.Array, jax.Array]:
+  """jnp.unique(rel, size=N, fill_value=fill, return_inverse=True) for int32[N] `rel` <= fill.
+
+  Returns (rows int32[N]: the distinct values ascending, then `fill`; inverse int32[N]: the
+  index in `rows` of each entry of `rel`). jnp.unique sorts (value, index) pairs, and XLA's
+  CPU sort of two operands is 5-10x slower than of one (12-28 ms against 2 ms for 65,536
+  ids); here one single-operand sort, a compaction and a binary search give the same result
+  3-7x faster (0.19 ms against 0.69 ms for 4,096 ids).
+  """
+  n = rel.shape[0]
+  ordered = jnp.sort(rel)
+  first = jnp.concatenate([jnp.ones((1,), bool), ordered[1:] != ordered[:-1]])
+  slot = jnp.where(first, jnp.cumsum(first) - 1, n)  # n: not the first of its run, dropped
+  rows = jnp.full((n,), fill, rel.dtype).at[slot].set(ordered, mode="drop")
+  return rows, jnp.searchsorted(rows, rel, method="scan").astype(jnp.int32)
+
+
 def apply_gradients(spec: TableSpec, table: jax.Array, slots: Slots, ids: jax.Array,
                     row_grads: jax.Array, mesh: Mesh,
                     learning_rate: float | jax.Array | None = None) -> tuple[jax.Array, Slots]:
@@ -330,12 +352,18 @@ def apply_gradients(spec: TableSpec, table: jax.Array, slots: Slots, ids: jax.Ar
   lr = jnp.asarray(spec.learning_rate if learning_rate is None else learning_rate, jnp.float32)
   dim = spec.dim
 
+  # On one device the collectives are no-ops that still cost a thunk each: skip shard_map.
+  single = mesh.devices.size == 1
+
   def local(shard, slots, ids_local, grads_local, lr):
-    ids_all = jax.lax.all_gather(ids_local.reshape(-1), axes, tiled=True)  # int32[N]
-    grads_all = jax.lax.all_gather(grads_local.reshape(-1, dim).astype(jnp.float32), axes,
-                                   tiled=True)  # f32[N, D]
+    ids_all = ids_local.reshape(-1)  # int32[N]
+    grads_all = grads_local.reshape(-1, dim).astype(jnp.float32)  # f32[N, D]
     vl = shard.shape[0]
-    rel = ids_all - jax.lax.axis_index(axes) * vl
+    rel = ids_all
+    if not single:
+      ids_all = jax.lax.all_gather(ids_all, axes, tiled=True)
+      grads_all = jax.lax.all_gather(grads_all, axes, tiled=True)
+      rel = ids_all - jax.lax.axis_index(axes) * vl
     # Rows this device does not own get index vl: out of range, so scatters drop them.
     rel = jnp.where((rel >= 0) & (rel < vl), rel, vl)
     if spec.optimizer == "dense_adam":
@@ -343,7 +371,7 @@ def apply_gradients(spec: TableSpec, table: jax.Array, slots: Slots, ids: jax.Ar
       return _dense_adam(spec, shard, slots, grad, lr)
     # Sum duplicate ids first: the optimizers are nonlinear in the row's total gradient.
     n = rel.shape[0]
-    rows, inverse = jnp.unique(rel, size=n, fill_value=vl, return_inverse=True)
+    rows, inverse = _unique_rows(rel, vl)
     grad = jax.ops.segment_sum(grads_all, inverse.reshape(-1), num_segments=n)  # f32[N, D]
     w = shard.at[rows].get(mode="clip").astype(jnp.float32)
     old = jax.tree.map(lambda s: s.at[rows].get(mode="clip"), slots)
@@ -352,6 +380,8 @@ def apply_gradients(spec: TableSpec, table: jax.Array, slots: Slots, ids: jax.Ar
     slots = jax.tree.map(lambda s, x: s.at[rows].set(x, mode="drop"), slots, new)
     return shard, slots
 
+  if single:
+    return local(table, slots, ids.astype(jnp.int32), row_grads, lr)
   slot_specs = _specs_like(slots, axes)
   return jax.shard_map(
     local, mesh=mesh,
