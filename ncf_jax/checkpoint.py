@@ -12,6 +12,7 @@ import os
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -59,12 +60,22 @@ class Checkpointer:
 
 
 def restore_raw(workdir: str, step: int | None = None):
-  """Restores a checkpoint as saved (numpy arrays, no target), e.g. for pretraining."""
-  manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir(workdir)))
+  """Restores a checkpoint as a tree of whole numpy arrays, e.g. for pretraining.
+
+  Every process gets every array in full, whatever mesh, device count or number of
+  processes saved it (orbax's target-less restore would rebuild the saved shardings, which
+  fails on another topology and gives arrays a process cannot read whole on several hosts).
+  """
+  path = checkpoint_dir(workdir)
+  manager = ocp.CheckpointManager(path if "://" in path else os.path.abspath(path),
+                                  item_handlers=ocp.StandardCheckpointHandler())
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"No checkpoint in {checkpoint_dir(workdir)}: train that run first.")
-  return manager.restore(step, args=ocp.args.StandardRestore())
+  # numpy targets (np.empty allocates lazily) make orbax read plain host arrays.
+  saved = manager.item_metadata(step).tree
+  target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), saved)
+  return manager.restore(step, args=ocp.args.StandardRestore(target))
 
 
 def abstract_like(state):
