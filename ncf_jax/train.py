@@ -7,7 +7,6 @@ epochs, evaluation, logging, checkpoints, preemption).
 import dataclasses
 import functools
 import json
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -274,7 +273,10 @@ class PreemptionGuard:
     from jax.experimental import multihost_utils  # noqa: PLC0415
 
     flags = multihost_utils.process_allgather(np.array(self.requested, np.int32))
-    return bool(np.any(flags))
+    stop = bool(np.any(flags))  # not `self.requested`: a signal may land after the gather
+    if stop:  # a process signalled alone stops all: each one logs it as a preemption
+      self.requested = True
+    return stop
 
 
 class MetricsLog:
