@@ -17,7 +17,9 @@ Starts N processes of `python -m ncf_jax.main` on localhost, each with
 --coordinator_address=localhost:PORT --num_processes=N --process_id=I, JAX_PLATFORMS=cpu
 and its own CPU device count. All other flags (--config, --workdir, --config.x=y, ...) are
 passed to every process unchanged. If any process fails, the others are stopped and the
-launcher exits with that process's exit code.
+launcher exits with that process's exit code. SIGTERM or Ctrl-C is passed to every process
+(each saves a checkpoint and exits 0); the launcher then exits 0 after SIGTERM, 130 after
+Ctrl-C, or the exit code of a process that failed to stop cleanly.
 
 Options:
   --devices_per_process=K  CPU devices per process (XLA_FLAGS=--xla_force_host_platform_device_count=K); default 1
@@ -170,14 +172,33 @@ stop_all() {
   for pid in $(alive_pids); do kill -KILL "$pid" 2>/dev/null || true; done
 }
 
+# Stops every process (each checkpoints and exits 0), then exits with the first non-zero
+# exit code of a process; if all exited 0: 0 for SIGTERM (a preemption that was handled,
+# as the trainer itself reports it) and 130 for Ctrl-C.
 on_signal() {
-  echo "$PROG: interrupted; stopping all $num_processes processes (up to 60s to checkpoint)." >&2
+  local status=0 i=0 pid rc
+  echo "$PROG: SIG$1; stopping all $num_processes processes (up to 60s to checkpoint)." >&2
   trap - INT TERM
   stop_all 60
-  exit 130
+  while [ "$i" -lt "$num_processes" ]; do
+    pid=${pids[$i]}
+    if [ -n "$pid" ]; then
+      rc=0
+      wait "$pid" || rc=$?
+      pids[i]=""
+      if [ "$rc" -ne 0 ] && [ "$status" = 0 ]; then
+        echo "$PROG: process $i exited with code $rc." >&2
+        status=$rc
+      fi
+    fi
+    i=$((i + 1))
+  done
+  if [ "$status" = 0 ] && [ "$1" = INT ]; then status=130; fi
+  exit "$status"
 }
 # Background processes of a script ignore SIGINT, so Ctrl-C must be forwarded by hand.
-trap on_signal INT TERM
+trap 'on_signal INT' INT
+trap 'on_signal TERM' TERM
 trap 'stop_all 0' EXIT
 
 echo "$PROG: $num_processes processes x $devices CPU devices, coordinator $coordinator, logs in $log_dir/" >&2
