@@ -149,7 +149,7 @@ echo "process $id: $* XLA_FLAGS=$XLA_FLAGS"
 if [ "$id" = "${{FAIL_ID:-}}" ]; then sleep 0.3; echo "process $id failing" >&2; exit 3; fi
 sleep "${{FAKE_SLEEP:-0}}" &
 # Kill the sleep too: it would hold the launcher's output pipe open.
-trap 'kill $!; echo "process $id got TERM"; exit 0' TERM
+trap 'kill $!; echo "process $id got TERM"; exit ${{TERM_EXIT:-0}}' TERM
 wait $!
 echo "process $id done"
 """
@@ -197,6 +197,27 @@ def test_local_ctrl_c_stops_every_process(tmp_path) -> None:
   out, err = proc.communicate(timeout=30)
   assert proc.returncode == 130, err
   assert "process 0 got TERM" in out and "process 1 got TERM" in log1.read_text()
+
+
+@pytest.mark.parametrize("term_exit, expected", [(0, 0), (3, 3)])
+def test_local_sigterm_exits_with_the_processes_status(tmp_path, term_exit, expected) -> None:
+  # A preempted launcher passes SIGTERM on; when every process then stops cleanly (the
+  # trainer checkpoints and exits 0) so does the launcher, else with the failing code.
+  fake = executable(str(tmp_path / "python"), FAKE_PYTHON.format(python=sys.executable))
+  env = {**os.environ, "PYTHON": fake, "FAKE_SLEEP": "60", "TERM_EXIT": str(term_exit)}
+  proc = subprocess.Popen(["bash", LOCAL, "2", "--config=c.py", f"--workdir={tmp_path}"],
+                          env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  log1 = tmp_path / "logs" / "process_1.log"
+  deadline = time.monotonic() + 15
+  while not (log1.exists() and "process 1:" in log1.read_text()):
+    assert time.monotonic() < deadline, "process 1 did not start"
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=30)
+  assert proc.returncode == expected, err
+  assert "process 0 got TERM" in out and "process 1 got TERM" in log1.read_text()
+  assert ("exited with code 3" in err) == (term_exit == 3)
 
 
 E2E_WORKER = textwrap.dedent("""
