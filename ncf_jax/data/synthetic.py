@@ -75,7 +75,8 @@ def make_dataset(data: ml_collections.ConfigDict) -> Dataset:
     if s[field] <= 0 or s[field] >= 2**31:
       raise ValueError(f"data.synthetic.{field}={s[field]} must be in [1, 2^31).")
   chunk = 1 << 22
-  chunk_fn = jax.jit(interaction_chunk, static_argnums=(0, 2, 3, 4, 5))
+  # seed and chunk are traced: one compilation serves every chunk of the stream.
+  chunk_fn = jax.jit(interaction_chunk, static_argnums=(2, 3, 4, 5))
   users, items = [], []
   for c in range(-(-s.num_interactions // chunk)):
     size = min(chunk, s.num_interactions - c * chunk)
@@ -100,3 +101,27 @@ def make_dataset(data: ml_collections.ConfigDict) -> Dataset:
     item_ids=np.arange(s.num_items, dtype=np.int64),
     name=f"synthetic-zipf{s.zipf_exponent}",
   )
+
+
+# ML-1M's side features and their sizes: users.dat (gender, age bucket, occupation) and
+# movies.dat (release-year bucket, multi-hot genres), as input_pipeline loads them.
+USER_FEATURE_SIZES = {"gender": 2, "age": 7, "occupation": 21}
+ITEM_FEATURE_SIZES = {"year": 12, "genres": 18}
+
+
+def side_features(num_users: int, num_items: int, seed: int = 0) -> dict:
+  """Random side features shaped like ML-1M's, for any vocabulary (Dataset fields).
+
+  Returns user_features {name: int32[U]}, item_features {'year': int32[I], 'genres':
+  int32[I, 18] multi-hot with 1-3 genres}, and their `*_feature_sizes`.
+  """
+  rng = np.random.default_rng(seed)
+  users = {k: rng.integers(0, n, num_users).astype(np.int32) for k, n in USER_FEATURE_SIZES.items()}
+  genres = np.zeros((num_items, ITEM_FEATURE_SIZES["genres"]), np.int32)
+  for _ in range(3):  # 1 to 3 distinct genres per item
+    genres[np.arange(num_items), rng.integers(0, ITEM_FEATURE_SIZES["genres"], num_items)] = 1
+  items = {"year": rng.integers(0, ITEM_FEATURE_SIZES["year"], num_items).astype(np.int32),
+           "genres": genres}
+  return dict(user_features=users, item_features=items,
+              user_feature_sizes=dict(USER_FEATURE_SIZES),
+              item_feature_sizes=dict(ITEM_FEATURE_SIZES))

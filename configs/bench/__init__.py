@@ -1,0 +1,1 @@
+"""Benchmark configs: `python -m ncf_jax.benchmark --config=configs/bench/<name>.py`."""

@@ -1,0 +1,359 @@
+"""Throughput of the real train step, against the hardware's measured ceilings.
+
+  python -m ncf_jax.benchmark --config=configs/bench/paper.py [--only=REGEX]
+
+A benchmark config (configs/bench/*.py) holds `measurements`: name -> a full training config
+(configs/default.py's fields) plus a `bench` block (devices, steps per call, calls). Each
+measurement runs in its own process, so that its device count (simulated CPU devices) and its
+peak RSS are its own, and:
+
+  1. builds the model, optimizer and train state exactly as `train.train_and_evaluate` does,
+     with the vocabulary of `data.synthetic` (ids drawn on the device by data.synthetic);
+  2. compiles `train.make_train_steps(train.make_train_step(...))`, the function main runs,
+     ahead of time (`compile_s`);
+  3. runs `bench.warmup_calls + bench.timed_calls` calls of `bench.steps_per_call` steps each
+     over consecutive windows of one device-resident "epoch", as main does, blocking on the
+     state after every call; step time is the median over the timed calls;
+  4. measures the device's ceilings in the same process, one sample after each timed call
+     (so other processes' load hits both alike): a large matmul's FLOP/s (in the model's
+     compute dtype) and a large in-place elementwise update's bytes/s (read + write);
+     fraction_of_ceiling = achieved model FLOP/s / the median matmul FLOP/s.
+
+Each measurement prints one JSON line on stdout (keys in `RESULT_KEYS`, plus more); a table
+follows. Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Benchmark config file (configs/bench/*.py).",
+                                lock_config=True)
+flags.DEFINE_string("only", "", "Run only the measurements whose name matches this regex.")
+flags.DEFINE_string("measurement", "", "Internal: run this one measurement in this process.")
+flags.DEFINE_boolean("ceilings", True, "Measure the matmul and copy ceilings.")
+flags.DEFINE_integer("timeout_s", 3600, "Per-measurement time limit (seconds).")
+flags.mark_flags_as_required(["config"])
+
+# Keys every result line has (tests check them).
+RESULT_KEYS = (
+  "name", "model", "vocab_users", "vocab_items", "batch_size", "devices", "optimizer", "dtype",
+  "step_ms", "samples_per_sec", "model_flops_per_sample", "model_tflops_per_sec",
+  "matmul_ceiling_tflops", "fraction_of_ceiling", "copy_ceiling_gbps", "compile_s",
+  "peak_rss_mb", "table_mb_per_device",
+)
+_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+
+
+# ---------------------------------------------------------------------------- ceilings
+
+
+class Ceilings:
+  """The device's limits, sampled between timed train calls (see `sample`).
+
+  matmul: a square n x n matmul in the model's compute dtype (n = 2048 on CPU, 8192
+  elsewhere), FLOP/s. copy: an in-place `x + 1` over a float32 buffer far larger than the
+  caches (256 MB on CPU, 2 GB elsewhere), bytes/s counting the read and the write.
+  Simulated CPU devices share one host's cores, so on CPU the ceiling is the host's;
+  on accelerators it is one device's times the device count.
+  """
+
+  def __init__(self, devices, dtype: str):
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    device = devices[0]
+    cpu = device.platform == "cpu"
+    self.scale = 1 if cpu else len(devices)
+    self.dtype = dtype
+    n = 2048 if cpu else 8192
+    jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+    key_a, key_b = jax.random.split(jax.random.key(0))
+    self._a = jax.device_put(jax.random.normal(key_a, (n, n), jnp.float32).astype(jdtype), device)
+    self._b = jax.device_put(jax.random.normal(key_b, (n, n), jnp.float32).astype(jdtype), device)
+    # Several matmuls per call on accelerators, so launch overhead does not count.
+    inner = 1 if cpu else 10
+    self._matmul_flops = 2.0 * n**3 * inner
+    self._matmul = jax.jit(lambda a, b: jax.lax.fori_loop(
+      0, inner, lambda i, x: (x @ b) * jnp.asarray(1e-3, jdtype), a))
+    # Donated, so the update is in place (as the optimizer's) and touches no fresh pages.
+    self._x = jax.device_put(jnp.zeros(((256 if cpu else 2048) << 18,), jnp.float32), device)
+    self._copy = jax.jit(lambda x: x + 1.0, donate_argnums=0)
+    self.matmul_flops_per_s: list[float] = []
+    self.copy_bytes_per_s: list[float] = []
+    self.sample(record=False)  # compile and warm up
+
+  def sample(self, record: bool = True) -> None:
+    """Times one matmul call and one copy."""
+    start = time.perf_counter()
+    self._matmul(self._a, self._b).block_until_ready()
+    matmul_s = time.perf_counter() - start
+    start = time.perf_counter()
+    self._x = self._copy(self._x).block_until_ready()
+    copy_s = time.perf_counter() - start
+    if record:
+      self.matmul_flops_per_s.append(self.scale * self._matmul_flops / matmul_s)
+      self.copy_bytes_per_s.append(self.scale * 2.0 * self._x.nbytes / copy_s)
+
+  def report(self) -> dict[str, Any]:
+    return {
+      "matmul_ceiling_tflops": statistics.median(self.matmul_flops_per_s) / 1e12,
+      "matmul_ceiling_tflops_max": max(self.matmul_flops_per_s) / 1e12,
+      "copy_ceiling_gbps": statistics.median(self.copy_bytes_per_s) / 1e9,
+      "ceiling_dtype": self.dtype,
+    }
+
+
+# ---------------------------------------------------------------------------- one measurement
+
+
+def vocab_dataset(config):
+  """A Dataset with `data.synthetic`'s vocabulary and no interactions (the model needs sizes).
+
+  A two-tower with side features gets random ML-1M-shaped features (data.synthetic).
+  """
+  import numpy as np  # noqa: PLC0415
+
+  from ncf_jax.data import synthetic  # noqa: PLC0415
+  from ncf_jax.data.dataset import Dataset  # noqa: PLC0415
+
+  s = config.data.synthetic
+  empty = np.zeros((0,), np.int32)
+  side = {}
+  if config.model.name == "two_tower" and config.model.use_side_features:
+    side = synthetic.side_features(s.num_users, s.num_items, s.seed)
+  return Dataset(
+    train_users=empty, train_items=empty, train_timestamps=empty.astype(np.int64),
+    test_users=empty, test_items=empty, test_negatives=np.zeros((0, 1), np.int32),
+    num_users=s.num_users, num_items=s.num_items,
+    user_ids=np.arange(s.num_users, dtype=np.int64),
+    item_ids=np.arange(s.num_items, dtype=np.int64), name="benchmark-vocabulary", **side,
+  )
+
+
+def make_batches(config, mesh, num_steps: int):
+  """users, items int32[S, B] (data.synthetic's distribution), labels f32[S, B], on the device.
+
+  A label is 1 with probability 1 / (1 + num_negatives), the positive rate of a real epoch.
+  Sharded like main's epoch arrays (`sampling.epoch_sharding`).
+  """
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+
+  from ncf_jax.data import sampling, synthetic  # noqa: PLC0415
+
+  s, batch = config.data.synthetic, config.train.batch_size
+  out = sampling.epoch_sharding(mesh)
+
+  @jax.jit
+  def draw(key):
+    key_u, key_i, key_l = jax.random.split(key, 3)
+    shape = (num_steps, batch)
+    users = synthetic.zipf_ids(key_u, shape, s.num_users, s.zipf_exponent)
+    items = synthetic.zipf_ids(key_i, shape, s.num_items, s.zipf_exponent)
+    labels = jax.random.bernoulli(key_l, 1.0 / (1 + config.train.num_negatives), shape)
+    constrain = lambda a: jax.lax.with_sharding_constraint(a, out)
+    return constrain(users), constrain(items), constrain(labels.astype(jnp.float32))
+
+  return draw(jax.random.key(s.seed))
+
+
+def model_flops_per_sample(config) -> float:
+  """Training FLOPs per sample: models.model_flops_per_sample, plus the in-batch softmax's
+  B x B logits (2 * D * B per sample forward, x3 with the backward) when train.loss='softmax'.
+  """
+  from ncf_jax import models  # noqa: PLC0415
+
+  flops = models.model_flops_per_sample(config)
+  if config.train.loss == "softmax":
+    flops += 3.0 * 2 * config.model.tower_layers[-1] * config.train.batch_size
+  return flops
+
+
+def _shard_bytes(tree, device) -> int:
+  import jax  # noqa: PLC0415
+
+  return sum(s.data.nbytes for leaf in jax.tree.leaves(tree) for s in leaf.addressable_shards
+             if s.device == device)
+
+
+def run_measurement(name: str, config, measure_ceilings: bool = True) -> dict[str, Any]:
+  """Times the real train step of `config` in this process; returns its result record."""
+  import jax  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+
+  from ncf_jax import checkpoint, sharding, train, two_tower  # noqa: PLC0415
+
+  b = config.bench
+  devices = jax.devices()[: b.devices] if b.devices > 0 else jax.devices()
+  if b.devices > len(devices):
+    raise ValueError(f"bench.devices={b.devices} but only {len(jax.devices())} devices exist.")
+  mesh = sharding.make_mesh(config.mesh, devices)
+  train.validate_config(config, mesh)
+  # Model, optimizer, state and step exactly as train.train_and_evaluate builds them.
+  dataset = vocab_dataset(config)
+  model = train.build_model(config, dataset)
+  tx = train.dense_optimizer(config)
+  state = train.create_train_state(config, model, tx, mesh, dataset)
+  side = two_tower.side_inputs(config, dataset, mesh)  # {} unless a two-tower needs them
+  calls, per_call = b.warmup_calls + b.timed_calls, b.steps_per_call
+  users, items, labels = make_batches(config, mesh, calls * per_call)
+
+  start = time.perf_counter()
+  step = train.make_train_step(model, tx, mesh, config.train.loss)
+  train_steps = train.make_train_steps(step).lower(
+    checkpoint.abstract_like(state), users, items, labels, 0, 1, side).compile()
+  compile_s = time.perf_counter() - start
+
+  for call in range(b.warmup_calls):
+    state = train_steps(state, users, items, labels, call * per_call, (call + 1) * per_call,
+                        side)
+  jax.block_until_ready(state)
+  # The warmup calls have reached the step's peak memory; the ceilings' buffers come after.
+  peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  limits = Ceilings(devices, config.model.dtype) if measure_ceilings else None
+
+  # Train calls and ceiling samples alternate, so load from other processes hits both alike.
+  times = []
+  for call in range(b.warmup_calls, calls):
+    start = time.perf_counter()
+    state = train_steps(state, users, items, labels, call * per_call, (call + 1) * per_call,
+                        side)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - start)
+    if limits is not None:
+      limits.sample()
+  loss = float(state.loss_sum) / (calls * per_call)
+  if not np.isfinite(loss):
+    raise FloatingPointError(f"{name}: the mean training loss is {loss}.")
+
+  step_s = statistics.median(times) / per_call
+  batch = config.train.batch_size
+  samples_per_sec = batch / step_s
+  flops = model_flops_per_sample(config)
+  s = config.data.synthetic
+  record = {
+    "name": name, "model": config.model.name, "vocab_users": s.num_users,
+    "vocab_items": s.num_items, "zipf_exponent": s.zipf_exponent, "batch_size": batch,
+    "devices": mesh.devices.size, "platform": devices[0].platform,
+    "optimizer": config.embedding.optimizer, "dense_optimizer": config.train.optimizer,
+    "dtype": config.model.dtype, "steps_per_call": per_call, "timed_calls": len(times),
+    "step_ms": 1e3 * step_s,
+    "step_ms_min": 1e3 * min(times) / per_call, "step_ms_max": 1e3 * max(times) / per_call,
+    "samples_per_sec": samples_per_sec, "model_flops_per_sample": flops,
+    "model_tflops_per_sec": flops * samples_per_sec / 1e12, "compile_s": compile_s,
+    "peak_rss_mb": peak_rss_mb,
+    "table_mb_per_device": _shard_bytes((state.tables, state.slots), devices[0]) / 2**20,
+    "table_mb_total": sum(x.nbytes for x in jax.tree.leaves((state.tables, state.slots)))
+    / 2**20,
+    "mean_loss": loss,
+    "matmul_ceiling_tflops": None, "fraction_of_ceiling": None, "copy_ceiling_gbps": None,
+  }
+  if limits is not None:
+    record.update(limits.report())
+    record["fraction_of_ceiling"] = (record["model_tflops_per_sec"]
+                                     / record["matmul_ceiling_tflops"])
+  return record
+
+
+# ---------------------------------------------------------------------------- driver
+
+
+def selected(config, pattern: str) -> list[str]:
+  names = list(config.measurements.keys())
+  chosen = [n for n in names if re.search(pattern, n)] if pattern else names
+  if not chosen:
+    raise app.UsageError(f"--only={pattern!r} matches none of {names}.")
+  return chosen
+
+
+def child_env(devices: int) -> dict[str, str]:
+  """The environment of a measurement's process: XLA_FLAGS asks for `devices` CPU devices."""
+  env = dict(os.environ)
+  flags_ = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith(_DEVICE_FLAG)]
+  if devices > 0:
+    flags_.append(f"{_DEVICE_FLAG}={devices}")
+  env["XLA_FLAGS"] = " ".join(flags_)
+  return env
+
+
+def run_child(name: str, config) -> dict[str, Any]:
+  """Runs one measurement in a fresh process (own device count, own peak RSS)."""
+  argv = [a for a in sys.argv[1:] if not a.startswith(("--only", "--measurement"))]
+  cmd = [sys.executable, "-m", "ncf_jax.benchmark", *argv, f"--measurement={name}"]
+  try:
+    proc = subprocess.run(cmd, env=child_env(config.measurements[name].bench.devices),
+                          capture_output=True, text=True, timeout=FLAGS.timeout_s)
+  except subprocess.TimeoutExpired:
+    return {"name": name, "error": f"timed out after {FLAGS.timeout_s}s"}
+  lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+  if proc.returncode or not lines:
+    tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+    logging.error("Measurement %s failed (exit %d):\n%s", name, proc.returncode, tail)
+    return {"name": name, "error": f"exit {proc.returncode}: {tail.splitlines()[-1:] or ''}"}
+  return json.loads(lines[-1])
+
+
+def _fmt(value: Any, spec: str) -> str:
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return "-"
+  return format(value, spec)
+
+
+def table(results: list[dict[str, Any]]) -> str:
+  """The results as an aligned text table."""
+  columns = [
+    ("name", "name", "s"), ("model", "model", "s"), ("users", "vocab_users", ",d"),
+    ("items", "vocab_items", ",d"), ("batch", "batch_size", ",d"), ("dev", "devices", "d"),
+    ("optimizer", "optimizer", "s"), ("dtype", "dtype", "s"), ("step ms", "step_ms", ".3f"),
+    ("samples/s", "samples_per_sec", ",.0f"), ("TFLOP/s", "model_tflops_per_sec", ".4f"),
+    ("ceiling", "matmul_ceiling_tflops", ".4f"), ("frac", "fraction_of_ceiling", ".2f"),
+    ("GB/s ceil", "copy_ceiling_gbps", ".1f"), ("compile s", "compile_s", ".1f"),
+    ("rss MB", "peak_rss_mb", ",.0f"), ("table MB/dev", "table_mb_per_device", ",.1f"),
+  ]
+  rows = [[h for h, _, _ in columns]]
+  for r in results:
+    if "error" in r:
+      rows.append([r["name"], "error: " + r["error"]] + [""] * (len(columns) - 2))
+      continue
+    rows.append([_fmt(r.get(k), spec) for _, k, spec in columns])
+  widths = [max(len(row[i]) for row in rows if len(row) > i) for i in range(len(columns))]
+  return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+                   for row in rows)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  config = FLAGS.config
+  if FLAGS.measurement:
+    record = run_measurement(FLAGS.measurement, config.measurements[FLAGS.measurement],
+                             FLAGS.ceilings)
+    print(json.dumps(record), flush=True)
+    return
+  results = []
+  for name in selected(config, FLAGS.only):
+    logging.info("Measuring %s ...", name)
+    record = run_child(name, config)
+    results.append(record)
+    print(json.dumps(record), flush=True)
+  print(table(results), flush=True)
+  if any("error" in r for r in results):
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
