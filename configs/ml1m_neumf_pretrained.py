@@ -19,6 +19,7 @@ def get_config():
   config.model.pretrained_gmf = "/tmp/ml1m_gmf"
   config.model.pretrained_mlp = "/tmp/ml1m_mlp"
   config.model.pretrain_alpha = 0.5
+  config.model.mlp_layers = (128, 64, 32, 16)  # as configs/ml1m_mlp.py
   config.train.optimizer = "sgd"
   config.embedding.optimizer = "sgd"
   config.train.learning_rate = 0.05
