@@ -340,26 +340,41 @@ def format_text(rec: Recommendation) -> str:
   return "\n".join(lines)
 
 
+class _QuietLibraries(logging.logging.Filter):
+  """Drops INFO chatter of orbax and tfds (as ncf_jax.main does): stdout is the answer."""
+
+  def filter(self, record) -> bool:
+    noisy = "/orbax/" in record.pathname or "/tensorflow_datasets/" in record.pathname
+    return record.levelno >= logging.logging.WARNING or not noisy
+
+
+def run(workdir: str, users: Sequence[str], k: int = 10, fmt: str = "text",
+        export: str | None = None, timestamp: int | None = None) -> None:
+  """What the command line does: print top-k of `users` and/or export; errors exit(1)."""
+  try:
+    rec = Recommender(workdir)
+    if users:
+      for r in rec.recommend(users, k, timestamp):
+        print(r.to_json() if fmt == "json" else format_text(r), flush=True)
+    if export:
+      meta = rec.export(export)
+      logging.info("Exported %d users and %d items (dim %d) to %s.", meta["num_users"],
+                   meta["num_items"], meta["dim"], export)
+  except (RecommendError, FileNotFoundError) as e:
+    sys.exit(f"recommend: error: {e}")
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  logging.get_absl_logger().addFilter(_QuietLibraries())
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required.")
   if not FLAGS.users and not FLAGS.export:
     raise app.UsageError("Give --users=ID,ID,... and/or --export=PATH.")
   if FLAGS.k < 1:
     raise app.UsageError(f"--k={FLAGS.k}: must be >= 1.")
-  try:
-    rec = Recommender(FLAGS.workdir)
-    if FLAGS.users:
-      for r in rec.recommend(FLAGS.users, FLAGS.k, FLAGS.timestamp):
-        print(r.to_json() if FLAGS.format == "json" else format_text(r), flush=True)
-    if FLAGS.export:
-      meta = rec.export(FLAGS.export)
-      logging.info("Exported %d users and %d items (dim %d) to %s.", meta["num_users"],
-                   meta["num_items"], meta["dim"], FLAGS.export)
-  except (RecommendError, FileNotFoundError) as e:
-    sys.exit(f"recommend: error: {e}")
+  run(FLAGS.workdir, FLAGS.users, FLAGS.k, FLAGS.format, FLAGS.export, FLAGS.timestamp)
 
 
 if __name__ == "__main__":

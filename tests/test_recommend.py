@@ -106,21 +106,16 @@ def test_unknown_user_is_a_clear_error(trained):
 def test_command_line_json_and_unknown_user(trained, monkeypatch, capsys):
   ds, _, _, tmp = trained
   monkeypatch.setattr(train, "load_data", lambda config: ds)
-  flags = recommend.FLAGS
-  flags([
-    "recommend", f"--workdir={tmp / 'wd'}", "--users=101,102", "--k=3", "--format=json",
-    f"--timestamp={QUERY_TIME}",
-  ])
-  try:
-    recommend.main(["recommend"])
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert [json.loads(line)["user"] for line in lines] == [101, 102]
-    assert all(len(json.loads(line)["items"]) == 3 for line in lines)
-    flags.users = ["101", "4242"]
-    with pytest.raises(SystemExit, match="recommend: error: user '4242' is not a user"):
-      recommend.main(["recommend"])
-  finally:
-    flags.unparse_flags()
+  # What `--workdir=... --users=101,102 --k=3 --format=json` runs (flags parsed by absl).
+  recommend.run(str(tmp / "wd"), ["101", "102"], k=3, fmt="json", timestamp=QUERY_TIME)
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert [json.loads(line)["user"] for line in lines] == [101, 102]
+  assert all(len(json.loads(line)["items"]) == 3 for line in lines)
+  assert set(json.loads(lines[0])) == {"user", "items", "scores", "titles"}
+  with pytest.raises(SystemExit, match="recommend: error: user '4242' is not a user"):
+    recommend.run(str(tmp / "wd"), ["101", "4242"])
+  with pytest.raises(SystemExit, match="config.json does not exist"):
+    recommend.run(str(tmp / "nowhere"), ["101"])
 
 
 @pytest.mark.parametrize("name", ["neumf", "mf"])

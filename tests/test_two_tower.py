@@ -97,13 +97,13 @@ def test_side_features_enter_the_towers(tmp_path):
   assert not np.allclose(u[0], u[1]) and not np.allclose(v[0], v[1])
   # Genres are a bag: the mean of its genres' embeddings (item 0 has genres {0, 2}).
   bag = module._embed("item", module.item_features, batch["item_features"])[0]
-  table = module.item_genres.value
+  table = module.item_genres[...]
   np.testing.assert_allclose(bag[0], (table[0] + table[2]) / 2, rtol=1e-6)
   # Out-of-range categories (e.g. -1 for unknown) use the extra 'unknown' row.
   odd = module._embed("user", module.user_features, {"age": jnp.array([-1]),
                                                      "gender": jnp.array([5])})
-  np.testing.assert_allclose(odd[0][0], module.user_age.value[7], rtol=1e-6)
-  np.testing.assert_allclose(odd[1][0], module.user_gender.value[2], rtol=1e-6)
+  np.testing.assert_allclose(odd[0][0], module.user_age[...][7], rtol=1e-6)
+  np.testing.assert_allclose(odd[1][0], module.user_gender[...][2], rtol=1e-6)
 
 
 def test_ids_only_model_has_no_side_parameters(tmp_path):
@@ -111,7 +111,7 @@ def test_ids_only_model_has_no_side_parameters(tmp_path):
   module = models.create_model(config, nnx.Rngs(0), None)
   names = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(module, nnx.Param))}
   assert not any(n.startswith(("user_gender", "item_genres")) for n in names)
-  assert module.user_tower.layer_0.kernel.value.shape == (8, 16)
+  assert module.user_tower.layer_0.kernel[...].shape == (8, 16)
 
 
 def test_context_ids_hand_computed():
