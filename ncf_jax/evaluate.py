@@ -3,7 +3,8 @@
 Each test user's held-out item is scored together with its sampled negatives; the
 positive's rank is the number of negatives that score strictly higher. A negative
 equal to the test item itself (the NCF paper's files have 156 such rows on ML-1M) is
-not counted: the test item must not compete with itself.
+not counted: the test item must not compete with itself. With `with_auc`, the AUC over
+the same candidates is reported too; full-ranking metrics live in ncf_jax/ranking.py.
 """
 
 from collections.abc import Callable
