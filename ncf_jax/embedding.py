@@ -225,7 +225,8 @@ def _check_split(what: str, size: int, mesh: Mesh) -> None:
                      f"{n} devices of the mesh; use a batch size that is a multiple of {n}.")
 
 
-def lookup(table: jax.Array, ids: jax.Array, mesh: Mesh, dtype: Any = jnp.float32) -> jax.Array:
+def lookup(table: jax.Array, ids: jax.Array, mesh: Mesh, dtype: Any = jnp.float32,
+           dedup: bool = False) -> jax.Array:
   """Rows of a row-sharded table for a batch-sharded set of ids.
 
   Args:
@@ -234,6 +235,11 @@ def lookup(table: jax.Array, ids: jax.Array, mesh: Mesh, dtype: Any = jnp.float3
       [0, V) have no owner and read zeros (map them with `to_rows`/`hash_ids` first).
     mesh: the mesh the table is sharded over.
     dtype: dtype of the returned rows (the compute dtype).
+    dedup: on one device, read each distinct row once, in ascending order, and expand. Pass
+      it when the same step's `apply_gradients` updates this table with a sparse optimizer
+      ('adam', 'adagrad', 'sgd'): that dedups the same ids and re-reads the same rows, and
+      XLA merges the two, so a touched row comes from memory once per step instead of twice
+      (10^7-row tables: -10% step time; see BENCHMARKS.md). Same result either way.
 
   Returns:
     dtype[B, ..., D] split like `ids`; equal to `jnp.take(table, ids, axis=0)`. Differentiable:
@@ -245,8 +251,18 @@ def lookup(table: jax.Array, ids: jax.Array, mesh: Mesh, dtype: Any = jnp.float3
   if mesh.devices.size == 1:
     # One device owns every row: a plain gather. shard_map's collectives are no-ops here
     # but still cost a thunk each on CPU (~15% of a batch-256 step).
-    return table.at[ids.astype(jnp.int32)].get(
-      mode="fill", fill_value=0, wrap_negative_indices=False).astype(dtype)
+    if not dedup:
+      return table.at[ids.astype(jnp.int32)].get(
+        mode="fill", fill_value=0, wrap_negative_indices=False).astype(dtype)
+    # The same ops, in the same order, as apply_gradients' one-device path, so that XLA's
+    # common-subexpression elimination shares the sort and the gather of distinct rows.
+    vl = table.shape[0]
+    rel = ids.astype(jnp.int32).reshape(-1)
+    rel = jnp.where((rel >= 0) & (rel < vl), rel, vl)
+    rows, inverse = _unique_rows(rel, vl)
+    distinct = table.at[rows].get(mode="clip").astype(jnp.float32)
+    out = jnp.where((rel < vl)[:, None], distinct[inverse], 0)
+    return out.reshape(*ids.shape, table.shape[1]).astype(dtype)
 
   def local(shard, ids_local):
     # Every device sees every id (4 bytes each) and answers those it owns.

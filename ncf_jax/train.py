@@ -64,7 +64,9 @@ class Model:
 
   def lookup(self, tables: dict, ids: dict[str, jax.Array], mesh) -> dict[str, jax.Array]:
     return {
-      t.name: embedding.lookup(tables[t.name], ids[t.feature], mesh, self.compute_dtype)
+      # Sparse optimizers dedup the same ids: dedup here too, and XLA shares the work.
+      t.name: embedding.lookup(tables[t.name], ids[t.feature], mesh, self.compute_dtype,
+                               dedup=self.specs[t.name].optimizer != "dense_adam")
       for t in self.tables
     }
 
