@@ -48,3 +48,5 @@ def test_child_env_sets_the_simulated_device_count():
   env = benchmark.child_env(8)
   assert "--xla_force_host_platform_device_count=8" in env["XLA_FLAGS"].split()
   assert env["XLA_FLAGS"].count("device_count") == 1  # replaces the caller's count
+  assert "hugetlb" not in env.get("GLIBC_TUNABLES", "")
+  assert "glibc.malloc.hugetlb=1" in benchmark.child_env(1, huge_pages=True)["GLIBC_TUNABLES"]
