@@ -40,8 +40,15 @@ import sys
 import time
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from ncf_jax import checkpoint, models, sharding, train, two_tower
+from ncf_jax.data import sampling, synthetic
+from ncf_jax.data.dataset import Dataset
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Benchmark config file (configs/bench/*.py).",
@@ -53,6 +60,8 @@ flags.DEFINE_integer("timeout_s", 3600, "Per-measurement time limit (seconds).")
 flags.DEFINE_boolean("huge_pages", True, "Run measurements with transparent huge pages for "
                      "large allocations (GLIBC_TUNABLES=glibc.malloc.hugetlb=1): fewer TLB "
                      "misses on random rows of large tables (CPU hosts).")
+flags.DEFINE_string("profile_dir", "", "Also record a jax.profiler trace of one extra call of "
+                    "train steps per measurement, in PROFILE_DIR/<name> (TensorBoard, Perfetto).")
 flags.DEFINE_integer("repeats", 1, "Run every measurement this many times, round-robin (each in a "
                      "fresh process), and report the run with the median step time.")
 flags.mark_flags_as_required(["config"])
@@ -82,9 +91,6 @@ class Ceilings:
   """
 
   def __init__(self, devices, dtype: str):
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
-
     device = devices[0]
     cpu = device.platform == "cpu"
     self.scale = 1 if cpu else len(devices)
@@ -135,11 +141,6 @@ def vocab_dataset(config):
 
   A two-tower with side features gets random ML-1M-shaped features (data.synthetic).
   """
-  import numpy as np  # noqa: PLC0415
-
-  from ncf_jax.data import synthetic  # noqa: PLC0415
-  from ncf_jax.data.dataset import Dataset  # noqa: PLC0415
-
   s = config.data.synthetic
   empty = np.zeros((0,), np.int32)
   side = {}
@@ -160,11 +161,6 @@ def make_batches(config, mesh, num_steps: int):
   A label is 1 with probability 1 / (1 + num_negatives), the positive rate of a real epoch.
   Sharded like main's epoch arrays (`sampling.epoch_sharding`).
   """
-  import jax  # noqa: PLC0415
-  import jax.numpy as jnp  # noqa: PLC0415
-
-  from ncf_jax.data import sampling, synthetic  # noqa: PLC0415
-
   s, batch = config.data.synthetic, config.train.batch_size
   out = sampling.epoch_sharding(mesh)
 
@@ -185,8 +181,6 @@ def model_flops_per_sample(config) -> float:
   """Training FLOPs per sample: models.model_flops_per_sample, plus the in-batch softmax's
   B x B logits (2 * D * B per sample forward, x3 with the backward) when train.loss='softmax'.
   """
-  from ncf_jax import models  # noqa: PLC0415
-
   flops = models.model_flops_per_sample(config)
   if config.train.loss == "softmax":
     flops += 3.0 * 2 * config.model.tower_layers[-1] * config.train.batch_size
@@ -194,7 +188,6 @@ def model_flops_per_sample(config) -> float:
 
 
 def _shard_bytes(tree, device) -> int:
-  import jax  # noqa: PLC0415
 
   return sum(s.data.nbytes for leaf in jax.tree.leaves(tree) for s in leaf.addressable_shards
              if s.device == device)
@@ -212,13 +205,12 @@ def _anon_huge_pages_mb() -> float | None:
   return None
 
 
-def run_measurement(name: str, config, measure_ceilings: bool = True) -> dict[str, Any]:
-  """Times the real train step of `config` in this process; returns its result record."""
-  import jax  # noqa: PLC0415
-  import numpy as np  # noqa: PLC0415
+def run_measurement(name: str, config, measure_ceilings: bool = True,
+                    profile_dir: str = "") -> dict[str, Any]:
+  """Times the real train step of `config` in this process; returns its result record.
 
-  from ncf_jax import checkpoint, sharding, train, two_tower  # noqa: PLC0415
-
+  With `profile_dir`, one more call is traced with jax.profiler into profile_dir/name.
+  """
   b = config.bench
   devices = jax.devices()[: b.devices] if b.devices > 0 else jax.devices()
   if b.devices > len(devices):
@@ -259,6 +251,11 @@ def run_measurement(name: str, config, measure_ceilings: bool = True) -> dict[st
     if limits is not None:
       limits.sample()
   loss = float(state.loss_sum) / (calls * per_call)
+  if profile_dir:  # one more call, traced: where the step's time goes, op by op
+    with jax.profiler.trace(os.path.join(profile_dir, name)):
+      state = train_steps(state, users, items, labels, (calls - 1) * per_call, calls * per_call,
+                          side)
+      jax.block_until_ready(state)
   if not np.isfinite(loss):
     raise FloatingPointError(f"{name}: the mean training loss is {loss}.")
 
@@ -389,7 +386,7 @@ def main(argv: list[str]) -> None:
   config = FLAGS.config
   if FLAGS.measurement:
     record = run_measurement(FLAGS.measurement, config.measurements[FLAGS.measurement],
-                             FLAGS.ceilings)
+                             FLAGS.ceilings, FLAGS.profile_dir)
     print(json.dumps(record), flush=True)
     return
   names = selected(config, FLAGS.only)
