@@ -43,3 +43,14 @@ def test_permutation_prefix_mixes_like_a_random_shuffle():
 def test_permutation_prefix_rejects_bad_sizes():
   with pytest.raises(ValueError, match="size=5"):
     sampling.permutation_prefix(jax.random.key(0), 4, 5)
+
+
+def test_uniform_ints_are_uniform_in_range_and_keyed():
+  draws = np.asarray(sampling.uniform_ints(jax.random.key(5), 200_000, 37))
+  assert draws.min() == 0 and draws.max() == 36
+  counts = np.bincount(draws, minlength=37)
+  expected = draws.size / 37
+  assert ((counts - expected) ** 2 / expected).sum() < 80  # chi-square, 36 dof: p ~ 5e-5
+  other = np.asarray(sampling.uniform_ints(jax.random.key(6), 200_000, 37))
+  assert (draws != other).mean() > 0.9
+  np.testing.assert_array_equal(draws, sampling.uniform_ints(jax.random.key(5), 200_000, 37))

@@ -1,4 +1,4 @@
-"""Training input on the device: each epoch's negatives and shuffle, drawn with jax.random.
+"""Training input on the device: each epoch's negatives and shuffle, drawn from its PRNG key.
 
 An epoch is every positive once plus `num_negatives` sampled negatives per positive,
 shuffled together (the paper's and MLPerf's recipe). Sample j of the epoch's
@@ -7,15 +7,17 @@ negative of the same user otherwise. A random permutation of the slots, cut to w
 batches, is the epoch; a negative's item is drawn uniformly from all items.
 
 The permutation is a keyed bijection (`permutation_prefix`: a 4-round Feistel network
-with cycle walking), not `jax.random.permutation`: that sorts random keys, ~2 s per
-ML-1M epoch (2.4M slots) on a 2-core CPU, against ~0.04 s here, and it needs no sort
-on any device. It is a pure function of the epoch's key, so epochs are reproducible.
+with cycle walking), not `jax.random.permutation`, which sorts random keys; negatives are
+drawn by a keyed counter hash (`uniform_ints`), not threefry. An ML-1M epoch (2.4M slots)
+costs ~1.3 s of a 2-core CPU with jax.random and ~0.02 s here (BENCHMARKS.md), and needs
+no sort on any device. Both are pure functions of the epoch's key: epochs are reproducible.
 
 Negatives are not rejected when they happen to be one of the user's positives (as in
 NVIDIA's and MLPerf's NCF); `negative_collision_rate` measures how often that happens.
 """
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -33,21 +35,21 @@ def _fmix32(x: jax.Array) -> jax.Array:
   return x ^ (x >> 16)
 
 
-def _feistel(x: jax.Array, keys: jax.Array, bits: int) -> jax.Array:
-  """A keyed bijection of [0, 2^bits) on uint32 `x`: an alternating unbalanced Feistel network.
+def _feistel(x: jax.Array, keys: jax.Array, a: int, b: int) -> jax.Array:
+  """A keyed bijection of [0, a * b) on uint32 `x`: a mixed-radix Feistel network.
 
-  x is split into a high part of `a` bits and a low part of `b` bits (a + b = bits); each
-  round maps (L, R) -> (R, L ^ F(R)) and swaps the widths, F = fmix32(R ^ round key) cut
-  to the width of L. Every round is invertible, so the whole network is a permutation.
+  x = L * b + R with L in [0, a) and R in [0, b). Each round maps (L, R) to
+  (R, (L + F(R)) mod a), F = fmix32(R ^ round key), and the radices swap, so every round
+  is invertible ((L = R' - F(L')) mod a) and the network is a permutation (the FE1
+  construction of format-preserving encryption). An even number of rounds ends in the
+  original radices.
   """
-  b = bits // 2
-  a = bits - b
-  left, right = x >> b, x & jnp.uint32((1 << b) - 1)
+  left, right = x // jnp.uint32(b), x % jnp.uint32(b)
   for r in range(keys.shape[0]):
-    f = _fmix32(right ^ keys[r]) & jnp.uint32((1 << a) - 1)
-    left, right = right, left ^ f
+    f = _fmix32(right ^ keys[r]) % jnp.uint32(a)
+    left, right = right, (left + f) % jnp.uint32(a)
     a, b = b, a
-  return (left << b) | right
+  return left * jnp.uint32(b) + right
 
 
 @functools.partial(jax.jit, static_argnames=("n", "size", "rounds"))
@@ -55,22 +57,36 @@ def permutation_prefix(key: jax.Array, n: int, size: int, rounds: int = 4) -> ja
   """int32[size]: the first `size` entries of a pseudo-random permutation of [0, n).
 
   Distinct values in [0, n), a pure function of (key, n). Entry j is P(j) for a keyed
-  Feistel permutation P of [0, 2^bits) (2^bits >= n, the smallest such power of two),
-  "cycle-walked" into [0, n): while the value is >= n, apply P again. Since j < n lies
-  on its own cycle, the walk ends, and the result is a bijection of [0, n). Less than half
-  of the domain is out of range, so a value needs on average fewer than 2 walks; the loop
-  runs until the last one is in range (about log2(n) passes, each O(size)).
+  Feistel permutation P of [0, a * b), a = ceil(sqrt(n)), b = ceil(n / a), "cycle-walked"
+  into [0, n): while the value is >= n, apply P again. Since j < n lies on its own cycle,
+  the walk ends, and the result is a bijection of [0, n). At most a - 1 of the a * b
+  values (~1/sqrt(n) of them) are out of range, so the loop ends after a few passes.
   """
   if not 0 < size <= n < 2**31:
     raise ValueError(f"permutation_prefix: need 0 < size={size} <= n={n} < 2^31.")
-  bits = max(2, (n - 1).bit_length())
+  if rounds % 2:
+    raise ValueError(f"permutation_prefix: rounds={rounds} must be even.")
+  a = max(1, math.isqrt(n - 1) + 1)
+  b = -(-n // a)
   keys = jax.random.bits(key, (rounds,), jnp.uint32)
   limit = jnp.uint32(n)
-  x = _feistel(jnp.arange(size, dtype=jnp.uint32), keys, bits)
+  x = _feistel(jnp.arange(size, dtype=jnp.uint32), keys, a, b)
   x = jax.lax.while_loop(
-    lambda x: jnp.any(x >= limit), lambda x: jnp.where(x >= limit, _feistel(x, keys, bits), x), x
+    lambda x: jnp.any(x >= limit), lambda x: jnp.where(x >= limit, _feistel(x, keys, a, b), x), x
   )
   return x.astype(jnp.int32)
+
+
+def uniform_ints(key: jax.Array, size: int, high: int) -> jax.Array:
+  """int32[size] draws uniform over [0, high), a pure function of (key, size, high).
+
+  Counter-based: draw j is fmix32(fmix32(j ^ k0) ^ k1) mod high, two keyed rounds of a
+  bijective full-avalanche hash. The modulo's bias is below high / 2^32 (1e-6 for 4,000
+  items). jax.random.randint's threefry costs as much as the whole permutation here.
+  """
+  k0, k1 = jax.random.bits(key, (2,), jnp.uint32)
+  x = _fmix32(_fmix32(jnp.arange(size, dtype=jnp.uint32) ^ k0) ^ k1)
+  return (x % jnp.uint32(high)).astype(jnp.int32)
 
 
 def steps_per_epoch(num_positives: int, num_negatives: int, batch_size: int) -> int:
@@ -112,7 +128,7 @@ def make_epoch(
   source = slot % num_positives
   negative = slot >= num_positives
   users = pos_users[source]
-  drawn = jax.random.randint(key_neg, (total,), 0, num_items, dtype=jnp.int32)
+  drawn = uniform_ints(key_neg, total, num_items)
   items = jnp.where(negative, drawn, pos_items[source])
   labels = (~negative).astype(jnp.float32)
   shape = lambda a: jax.lax.with_sharding_constraint(a.reshape(num_steps, batch_size), sharding)
