@@ -241,13 +241,14 @@ def run_measurement(name: str, config, measure_ceilings: bool = True,
   limits = Ceilings(devices, config.model.dtype) if measure_ceilings else None
 
   # Train calls and ceiling samples alternate, so load from other processes hits both alike.
-  times = []
+  times, cpu_times = [], []
   for call in range(b.warmup_calls, calls):
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     state = train_steps(state, users, items, labels, call * per_call, (call + 1) * per_call,
                         side)
     jax.block_until_ready(state)
     times.append(time.perf_counter() - start)
+    cpu_times.append(time.process_time() - cpu_start)
     if limits is not None:
       limits.sample()
   loss = float(state.loss_sum) / (calls * per_call)
@@ -272,6 +273,8 @@ def run_measurement(name: str, config, measure_ceilings: bool = True,
     "dtype": config.model.dtype, "steps_per_call": per_call, "timed_calls": len(times),
     "step_ms": 1e3 * step_s,
     "step_ms_min": 1e3 * min(times) / per_call, "step_ms_max": 1e3 * max(times) / per_call,
+    # CPU time of all this process's threads per step: / step_ms = cores kept busy.
+    "step_cpu_ms": 1e3 * statistics.median(cpu_times) / per_call,
     "samples_per_sec": samples_per_sec, "model_flops_per_sample": flops,
     "model_tflops_per_sec": flops * samples_per_sec / 1e12, "compile_s": compile_s,
     "peak_rss_mb": peak_rss_mb,
