@@ -29,6 +29,8 @@ large tables; set GLIBC_TUNABLES=glibc.malloc.hugetlb=1 to run main the same way
 
 from __future__ import annotations
 
+import glob
+import gzip
 import json
 import math
 import os
@@ -133,7 +135,7 @@ class Ceilings:
     }
 
 
-# ---------------------------------------------------------------------------- one measurement
+# ---------------------------------------------------------------------------- inputs
 
 
 def vocab_dataset(config):
@@ -205,6 +207,84 @@ def _anon_huge_pages_mb() -> float | None:
   return None
 
 
+# ---------------------------------------------------------------------------- profiles
+
+# What an XLA op does, from the opcodes inside it (first match wins).
+_OP_KINDS = (
+  ("matmul", {"dot", "convolution"}),
+  ("sort", {"sort"}),
+  ("scatter", {"scatter"}),
+  ("gather", {"gather"}),
+  ("collective", {"all-gather", "reduce-scatter", "all-reduce", "all-to-all",
+                  "collective-permute"}),
+  ("reduce", {"reduce", "reduce-window"}),
+  ("copy", {"copy"}),
+)
+
+
+def _op_kinds(hlo_text: str) -> dict[str, str]:
+  """Instruction name -> what it does (matmul, sort, scatter, gather, ..., elementwise)."""
+  computations: dict[str, list[tuple[str, str, str]]] = {}
+  current = None
+  for line in hlo_text.splitlines():
+    if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+      current = line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%")
+      computations[current] = []
+    elif current and " = " in line:
+      match = re.search(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*? ([\w\-]+)\(", line)
+      if match:
+        computations[current].append((match.group(1), match.group(2), line))
+
+  def opcodes(computation: str, depth: int = 0) -> set[str]:
+    out = set()
+    for _, opcode, line in computations.get(computation, []):
+      out.add(opcode)
+      if depth < 4:
+        for called in re.findall(r"(?:calls|to_apply)=%?([\w.\-]+)", line):
+          out |= opcodes(called, depth + 1)
+    return out
+
+  kinds = {}
+  for instructions in computations.values():
+    for name, opcode, line in instructions:
+      ops = {opcode}
+      for called in re.findall(r"calls=%?([\w.\-]+)", line):
+        ops |= opcodes(called)
+      if opcode in ("while", "call", "conditional"):
+        continue  # control flow: its body's ops are counted one by one
+      kind = "matmul" if name.startswith("ynn_fusion") else None
+      kinds[name] = kind or next((k for k, codes in _OP_KINDS if ops & codes), "elementwise")
+  return kinds
+
+
+def profile_summary(trace_dir: str, hlo_text: str, steps: int, top: int = 8) -> dict[str, Any]:
+  """ms per step by kind of op, and the top ops, from a jax.profiler trace of one call.
+
+  On CPU every XLA op (a fusion, a matmul, a sort, ...) is one trace event named after its
+  HLO instruction; `hlo_text` (the compiled train steps) says what each one does. Times are
+  summed per op over the call and divided by `steps`; ops that run in parallel both count,
+  so the sum can exceed the step time, and tracing itself slows small ops down.
+  """
+  kinds = _op_kinds(hlo_text)
+  per_op: dict[str, float] = {}
+  for path in glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True):
+    with gzip.open(path) as f:
+      for event in json.load(f).get("traceEvents", []):
+        if event.get("ph") == "X" and event.get("name") in kinds:
+          per_op[event["name"]] = per_op.get(event["name"], 0.0) + event["dur"] / 1e3 / steps
+  by_kind: dict[str, float] = {}
+  for op, ms in per_op.items():
+    by_kind[kinds[op]] = by_kind.get(kinds[op], 0.0) + ms
+  ranked = sorted(per_op.items(), key=lambda kv: -kv[1])[:top]
+  return {
+    "ms_per_step_by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
+    "top_ops": [{"op": op, "kind": kinds[op], "ms_per_step": ms} for op, ms in ranked],
+  }
+
+
+# ---------------------------------------------------------------------------- one measurement
+
+
 def run_measurement(name: str, config, measure_ceilings: bool = True,
                     profile_dir: str = "") -> dict[str, Any]:
   """Times the real train step of `config` in this process; returns its result record.
@@ -252,11 +332,14 @@ def run_measurement(name: str, config, measure_ceilings: bool = True,
     if limits is not None:
       limits.sample()
   loss = float(state.loss_sum) / (calls * per_call)
+  profile = None
   if profile_dir:  # one more call, traced: where the step's time goes, op by op
-    with jax.profiler.trace(os.path.join(profile_dir, name)):
+    trace_dir = os.path.join(profile_dir, name)
+    with jax.profiler.trace(trace_dir):
       state = train_steps(state, users, items, labels, (calls - 1) * per_call, calls * per_call,
                           side)
       jax.block_until_ready(state)
+    profile = profile_summary(trace_dir, train_steps.as_text(), per_call)
   if not np.isfinite(loss):
     raise FloatingPointError(f"{name}: the mean training loss is {loss}.")
 
@@ -282,6 +365,7 @@ def run_measurement(name: str, config, measure_ceilings: bool = True,
     "table_mb_total": sum(x.nbytes for x in jax.tree.leaves((state.tables, state.slots)))
     / 2**20,
     "mean_loss": loss,
+    "profile": profile,
     "huge_pages": _HUGE_PAGES in os.environ.get("GLIBC_TUNABLES", ""),
     "anon_huge_pages_mb": _anon_huge_pages_mb(),
     "matmul_ceiling_tflops": None, "fraction_of_ceiling": None, "copy_ceiling_gbps": None,

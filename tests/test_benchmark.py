@@ -50,3 +50,18 @@ def test_child_env_sets_the_simulated_device_count():
   assert env["XLA_FLAGS"].count("device_count") == 1  # replaces the caller's count
   assert "hugetlb" not in env.get("GLIBC_TUNABLES", "")
   assert "glibc.malloc.hugetlb=1" in benchmark.child_env(1, huge_pages=True)["GLIBC_TUNABLES"]
+
+
+def test_profile_dir_records_a_trace_and_a_summary_by_kind_of_op(tmp_path):
+  proc = subprocess.run(
+    [sys.executable, "-m", "ncf_jax.benchmark", "--config=configs/bench/smoke.py",
+     "--only=smoke_dense", "--noceilings", f"--profile_dir={tmp_path}"],
+    cwd=REPO, capture_output=True, text=True, timeout=600,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  record = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("{")))
+  assert record["matmul_ceiling_tflops"] is None  # --noceilings
+  by_kind = record["profile"]["ms_per_step_by_kind"]
+  assert by_kind["matmul"] > 0 and by_kind["scatter"] > 0  # the MLP; dense Adam's scatter-add
+  assert all(op["kind"] in by_kind for op in record["profile"]["top_ops"])
+  assert list(tmp_path.glob("smoke_dense/**/*.trace.json.gz"))
