@@ -193,7 +193,7 @@ class MF(nnx.Module):
 
   def __call__(self, rows: dict[str, jax.Array], batch: dict | None = None) -> jax.Array:
     dot = jnp.sum(rows["user_mf"] * rows["item_mf"], axis=-1)
-    return dot + rows["user_bias"][:, 0] + rows["item_bias"][:, 0] + self.bias.value
+    return dot + rows["user_bias"][:, 0] + rows["item_bias"][:, 0] + self.bias[...]
 
 
 def _dtype(config: ml_collections.ConfigDict):
