@@ -185,9 +185,13 @@ def test_local_ctrl_c_stops_every_process(tmp_path) -> None:
   # Background processes of a script ignore SIGINT: the launcher must pass on a SIGTERM
   # (on which the trainer checkpoints).
   fake = executable(str(tmp_path / "python"), FAKE_PYTHON.format(python=sys.executable))
+  # A shell ignores signals that were ignored when it started (as SIGINT is for anything a
+  # non-interactive shell puts in the background, e.g. a CI runner): give the launcher the
+  # default SIGINT a terminal's Ctrl-C would meet.
   proc = subprocess.Popen(["bash", LOCAL, "2", "--config=c.py", f"--workdir={tmp_path}"],
                           env={**os.environ, "PYTHON": fake, "FAKE_SLEEP": "60"}, cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   log1 = tmp_path / "logs" / "process_1.log"
   deadline = time.monotonic() + 15
   while not (log1.exists() and "process 1:" in log1.read_text()):
