@@ -16,6 +16,7 @@ is never in this repo). Metrics: sampled HR/NDCG@10, full-ranking Recall/NDCG@10
 import os
 
 from configs import default
+from configs.ml1m_two_tower import two_tower_recipe
 
 
 def get_config():
@@ -24,20 +25,7 @@ def get_config():
   config.data.variant = "100k"
   config.data.dir = os.path.join(default.SHARED_DATA, "ml-100k")
   config.data.num_test_negatives = 99
-
-  config.model.name = "two_tower"
-  config.model.factors = 32  # id and side-feature embedding width
-  config.model.tower_layers = (64, 32)
-  config.model.use_side_features = True
-  config.model.learn_temperature = True
-
-  config.train.loss = "softmax"  # in-batch negatives with log-Q correction
-  config.train.batch_size = 256
-  config.train.learning_rate = 0.001
+  config = two_tower_recipe(config)
   config.train.num_epochs = 30
   config.train.log_every_steps = 1000
-
-  config.eval.every_epochs = 5
-  config.eval.full_ranking = True
-  config.eval.item_block = 4096  # all 1,682 items in one block
   return config

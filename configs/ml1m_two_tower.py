@@ -24,11 +24,8 @@ from configs import default
 from configs.ml1m_neumf import ncf_ml1m_data
 
 
-def get_config():
-  config = ncf_ml1m_data(default.get_config())
-  config.data.side_dir = os.path.join(default.SHARED_DATA, "ml-1m")
-  config.data.ncf_item_map = "derived/ml-1m.ncf_item_index_to_movieid.tsv"
-
+def two_tower_recipe(config):
+  """Two-tower with side features, in-batch softmax and full-ranking evaluation."""
   config.model.name = "two_tower"
   config.model.factors = 32  # id and side-feature embedding width
   config.model.tower_layers = (64, 32)
@@ -38,10 +35,18 @@ def get_config():
   config.train.loss = "softmax"  # in-batch negatives with log-Q correction
   config.train.batch_size = 256
   config.train.learning_rate = 0.001
-  config.train.num_epochs = 20
-  config.train.log_every_steps = 5000
 
   config.eval.every_epochs = 5
   config.eval.full_ranking = True
-  config.eval.item_block = 4096  # all 3,706 items in one block
+  config.eval.item_block = 4096  # every item of ML-1M (3,706) or ML-100K (1,682) in one block
+  return config
+
+
+def get_config():
+  config = ncf_ml1m_data(default.get_config())
+  config.data.side_dir = os.path.join(default.SHARED_DATA, "ml-1m")
+  config.data.ncf_item_map = "derived/ml-1m.ncf_item_index_to_movieid.tsv"
+  config = two_tower_recipe(config)
+  config.train.num_epochs = 20
+  config.train.log_every_steps = 5000
   return config
