@@ -311,7 +311,7 @@ def run_measurement(name: str, config, measure_ceilings: bool = True,
   users, items, labels = make_batches(config, mesh, calls * per_call)
 
   start = time.perf_counter()
-  step = train.make_train_step(model, tx, mesh, config.train.loss)
+  step = train.make_train_step(model, tx, mesh, config.train.loss, config.train.microbatch_size)
   train_steps = train.make_train_steps(step).lower(
     checkpoint.abstract_like(state), users, items, labels, 0, 1, side).compile()
   compile_s = time.perf_counter() - start

@@ -145,7 +145,8 @@ def create_train_state(
 
 
 def make_train_step(
-  model: Model, tx: optax.GradientTransformation, mesh, loss_type: str = "bce"
+  model: Model, tx: optax.GradientTransformation, mesh, loss_type: str = "bce",
+  microbatch_size: int = 0,
 ) -> Callable:
   """train_step(state, users int32[B], items int32[B], labels f32[B], side, timestamps)
   -> (state, loss).
@@ -153,12 +154,24 @@ def make_train_step(
   loss_type 'bce': pointwise sigmoid cross-entropy over positives and sampled negatives.
   loss_type 'softmax': two-tower in-batch sampled softmax with log-Q correction; every row is
   a positive (labels unused), the batch's other items are its negatives.
+  microbatch_size: > 0 and < B (bce only): the dense forward and backward run over slices of
+  this many rows in turn and their gradients are summed (`_accumulated_grads`); the update is
+  still one step on the whole batch's gradient.
   side: the two-tower's device-resident feature arrays (two_tower.side_inputs; {} or None
   for other models); timestamps: int32[B] interaction times, for context features.
   """
 
+  if microbatch_size and loss_type != "bce":
+    raise ValueError(f"microbatch_size={microbatch_size} needs loss_type='bce': the in-batch "
+                     "softmax's negatives are the whole batch.")
+
+  def bce_sum(params, rows, batch, labels):
+    logits = model.apply(params, rows, batch)
+    return optax.sigmoid_binary_cross_entropy(logits, labels).sum()
+
   def train_step(state: TrainState, users, items, labels, side=None, timestamps=None):
     side = side or {}
+    size = users.shape[0]
     ids = {"user": users, "item": items}
     batch = two_tower.model_batch(side, users, items, timestamps)  # ids + gathered features
     rows = model.lookup(state.tables, ids, mesh)
@@ -168,14 +181,18 @@ def make_train_step(
         module = model.module(params)
         u, v = module.user_vectors(rows, batch), module.item_vectors(rows, batch)
         return two_tower.in_batch_softmax_loss(u, v, items, side["log_q"][items], module.scale())
-      logits = model.apply(params, rows, batch)
-      return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
+      return bce_sum(params, rows, batch, labels) / size
 
     # Gradients with respect to the looked-up rows, not the tables: the table update
     # then touches only the rows of this batch (or scatters them, for dense Adam).
-    loss, (grad_params, grad_rows) = jax.value_and_grad(loss_fn, argnums=(0, 1))(
-      state.params, rows
-    )
+    if 0 < microbatch_size < size:
+      chunk_loss = lambda *chunk: bce_sum(*chunk) / size  # a chunk's share of the batch mean
+      loss, grad_params, grad_rows = _accumulated_grads(
+        chunk_loss, state.params, (rows, batch, labels), microbatch_size, mesh.devices.size)
+    else:
+      loss, (grad_params, grad_rows) = jax.value_and_grad(loss_fn, argnums=(0, 1))(
+        state.params, rows
+      )
     updates, opt_state = tx.update(grad_params, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     tables, slots = {}, {}
@@ -191,6 +208,45 @@ def make_train_step(
     return state, loss
 
   return train_step
+
+
+def _accumulated_grads(chunk_loss: Callable, params, inputs, microbatch_size: int,
+                       num_devices: int):
+  """(loss, d loss/d params, d loss/d rows) of the whole batch, `microbatch_size` rows at a time.
+
+  chunk_loss(params, rows, batch, labels) is a chunk's share of the batch loss, so the sums
+  over chunks are the whole batch's loss and gradients. inputs = (rows, batch, labels), every
+  leaf [B, ...] and split over the mesh's `num_devices` devices. Chunk c is the c-th
+  microbatch_size / num_devices rows of every device's own part of the batch, so no row moves
+  between devices; the row gradients come back in the rows' order. Only one chunk's
+  activations are alive at a time, so a batch whose activations do not fit can still take
+  one step (BENCHMARKS.md: MLPerf shape, batch 1,048,576).
+  """
+  batch_size = jax.tree.leaves(inputs)[0].shape[0]
+  chunks, per_device = batch_size // microbatch_size, microbatch_size // num_devices
+
+  def to_chunks(x):  # [B, ...] -> [chunks, microbatch, ...]
+    if num_devices == 1:  # a plain reshape: XLA would copy for the moveaxis below
+      return x.reshape(chunks, microbatch_size, *x.shape[1:])
+    x = x.reshape(num_devices, chunks, per_device, *x.shape[1:])
+    return jnp.moveaxis(x, 1, 0).reshape(chunks, microbatch_size, *x.shape[3:])
+
+  def body(carry, chunk):
+    loss, grads = carry
+    chunk_loss_value, (grad_params, grad_rows) = jax.value_and_grad(chunk_loss, argnums=(0, 1))(
+      params, *chunk)
+    return (loss + chunk_loss_value, jax.tree.map(jnp.add, grads, grad_params)), grad_rows
+
+  zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+  (loss, grad_params), grad_rows = jax.lax.scan(body, zeros, jax.tree.map(to_chunks, inputs))
+
+  def from_chunks(g):  # [chunks, microbatch, ...] -> [B, ...] in the rows' order
+    if num_devices == 1:
+      return g.reshape(batch_size, *g.shape[2:])
+    g = g.reshape(chunks, num_devices, per_device, *g.shape[2:])
+    return jnp.moveaxis(g, 0, 1).reshape(batch_size, *g.shape[3:])
+
+  return loss, grad_params, jax.tree.map(from_chunks, grad_rows)
 
 
 def make_train_steps(train_step: Callable) -> Callable:
@@ -379,6 +435,15 @@ def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
       f"train.loss='softmax' (in-batch softmax) needs separate user and item vectors: set "
       f"model.name='two_tower' or train.loss='bce' (model.name={config.model.name!r})."
     )
+  mb, batch_size = config.train.microbatch_size, config.train.batch_size
+  if mb and (mb < 0 or batch_size % mb or mb % mesh.devices.size):
+    raise ValueError(
+      f"train.microbatch_size={mb}: must divide train.batch_size={batch_size} and be a "
+      f"multiple of the {mesh.devices.size} devices (or 0: the whole batch at once).")
+  if mb and config.train.loss == "softmax":
+    raise ValueError(
+      f"train.microbatch_size={mb} with train.loss='softmax': the in-batch softmax's negatives "
+      "are the whole batch; set train.microbatch_size=0.")
   if config.eval.full_ranking and config.embedding.item_hash_buckets:
     raise ValueError("eval.full_ranking ranks exact items: set embedding.item_hash_buckets=0.")
 
@@ -468,7 +533,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   epoch_arrays = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sampling.epoch_sharding(mesh))
                   for a in epoch_arrays]
   # Compiled ahead of time, so epoch timings and samples/s exclude compilation.
-  train_steps = make_train_steps(make_train_step(model, tx, mesh, config.train.loss)).lower(
+  train_steps = make_train_steps(make_train_step(
+    model, tx, mesh, config.train.loss, config.train.microbatch_size)).lower(
     checkpoint.abstract_like(state), *epoch_arrays[:3], 0, 1, side, *epoch_arrays[3:]).compile()
   logging.info("Compiled the train step in %.1fs.", time.time() - compile_start)
 
