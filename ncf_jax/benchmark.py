@@ -64,6 +64,9 @@ flags.DEFINE_boolean("huge_pages", True, "Run measurements with transparent huge
                      "misses on random rows of large tables (CPU hosts).")
 flags.DEFINE_string("profile_dir", "", "Also record a jax.profiler trace of one extra call of "
                     "train steps per measurement, in PROFILE_DIR/<name> (TensorBoard, Perfetto).")
+flags.DEFINE_boolean("matmul_bound", False, "Also time every matmul of the compiled step alone "
+                     "(one device, no microbatches): the step's time if it were only its "
+                     "matmuls, and the fraction of the ceiling that allows.")
 flags.DEFINE_integer("repeats", 1, "Run every measurement this many times, round-robin (each in a "
                      "fresh process), and report the run with the median step time.")
 flags.mark_flags_as_required(["config"])
@@ -286,14 +289,60 @@ def profile_summary(trace_dir: str, hlo_text: str, steps: int, top: int = 8) -> 
   }
 
 
+# ---------------------------------------------------------------------------- matmuls alone
+
+_SHAPE = re.compile(r"%([\w.\-]+) = (\w+)\[([\d,]*)\]")
+_DOT = re.compile(r"%[\w.\-]+ = \w+\[[\d,]*\]\S* dot\(%([\w.\-]+), %([\w.\-]+)\)([^\n]*)")
+_DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16}
+
+
+def step_matmuls(hlo_text: str) -> dict[tuple, int]:
+  """Every dot of a compiled computation, fused or not: (lhs shape, rhs shape, dtype,
+  dimension numbers) -> how many times it appears."""
+  shapes = {m.group(1): (m.group(2), tuple(int(d) for d in m.group(3).split(",") if d))
+            for m in _SHAPE.finditer(hlo_text)}
+
+  def dims(attrs: str, key: str) -> tuple[int, ...]:
+    found = re.search(key + r"=\{([\d,]*)\}", attrs)
+    return tuple(int(d) for d in found.group(1).split(",") if d) if found else ()
+
+  dots: dict[tuple, int] = {}
+  for lhs, rhs, attrs in _DOT.findall(hlo_text):
+    numbers = ((dims(attrs, "lhs_contracting_dims"), dims(attrs, "rhs_contracting_dims")),
+               (dims(attrs, "lhs_batch_dims"), dims(attrs, "rhs_batch_dims")))
+    key = (shapes[lhs][1], shapes[rhs][1], shapes[lhs][0], numbers)
+    dots[key] = dots.get(key, 0) + 1
+  return dots
+
+
+def matmuls_alone_s(dots: dict[tuple, int], device, tries: int = 5) -> float:
+  """Seconds the dots take, each compiled and timed alone on `device` (fastest of `tries`)."""
+  total = 0.0
+  for (lhs, rhs, dtype, numbers), count in dots.items():
+    a = jax.device_put(jnp.ones(lhs, _DTYPES[dtype]), device)
+    b = jax.device_put(jnp.ones(rhs, _DTYPES[dtype]), device)
+    dot = jax.jit(lambda a, b, numbers=numbers: jax.lax.dot_general(a, b, numbers))
+    dot(a, b).block_until_ready()
+    best = math.inf
+    for _ in range(tries):
+      start = time.perf_counter()
+      dot(a, b).block_until_ready()
+      best = min(best, time.perf_counter() - start)
+    total += count * best
+  return total
+
+
 # ---------------------------------------------------------------------------- one measurement
 
 
 def run_measurement(name: str, config, measure_ceilings: bool = True,
-                    profile_dir: str = "") -> dict[str, Any]:
+                    profile_dir: str = "", matmul_bound: bool = False) -> dict[str, Any]:
   """Times the real train step of `config` in this process; returns its result record.
 
-  With `profile_dir`, one more call is traced with jax.profiler into profile_dir/name.
+  With `profile_dir`, one more call is traced with jax.profiler into profile_dir/name. With
+  `matmul_bound` (one device, no microbatches), every dot of the step is also timed alone:
+  `matmul_alone_ms` per step, and `matmul_bound_fraction`, the fraction of the ceiling the
+  step would reach if it did nothing but those matmuls.
   """
   b = config.bench
   devices = jax.devices()[: b.devices] if b.devices > 0 else jax.devices()
@@ -374,10 +423,20 @@ def run_measurement(name: str, config, measure_ceilings: bool = True,
     "anon_huge_pages_mb": _anon_huge_pages_mb(),
     "matmul_ceiling_tflops": None, "fraction_of_ceiling": None, "copy_ceiling_gbps": None,
   }
+  if matmul_bound and mesh.devices.size == 1 and not config.train.microbatch_size:
+    # The fori_loop body holds one step, so each dot in the module runs once per step.
+    dots = step_matmuls(train_steps.as_text())
+    alone_s = matmuls_alone_s(dots, devices[0])
+    record["step_matmuls"] = sum(dots.values())
+    record["matmul_alone_ms"] = 1e3 * alone_s
+    record["matmul_bound_tflops"] = flops * batch / alone_s / 1e12
   if limits is not None:
     record.update(limits.report())
     record["fraction_of_ceiling"] = (record["model_tflops_per_sec"]
                                      / record["matmul_ceiling_tflops"])
+    if "matmul_bound_tflops" in record:
+      record["matmul_bound_fraction"] = (record["matmul_bound_tflops"]
+                                         / record["matmul_ceiling_tflops"])
   return record
 
 
@@ -477,7 +536,7 @@ def main(argv: list[str]) -> None:
   config = FLAGS.config
   if FLAGS.measurement:
     record = run_measurement(FLAGS.measurement, config.measurements[FLAGS.measurement],
-                             FLAGS.ceilings, FLAGS.profile_dir)
+                             FLAGS.ceilings, FLAGS.profile_dir, FLAGS.matmul_bound)
     print(json.dumps(record), flush=True)
     return
   names = selected(config, FLAGS.only)

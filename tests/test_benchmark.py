@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+
 from ncf_jax import benchmark
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,3 +68,34 @@ def test_profile_dir_records_a_trace_and_a_summary_by_kind_of_op(tmp_path):
   assert by_kind["matmul"] > 0 and by_kind["scatter"] > 0  # the MLP; dense Adam's scatter-add
   assert all(op["kind"] in by_kind for op in record["profile"]["top_ops"])
   assert list(tmp_path.glob("smoke_dense/**/*.trace.json.gz"))
+
+
+def test_step_matmuls_finds_every_dot_with_its_shapes_fused_or_not():
+  def f(x, w, y):  # a layer's forward, its weight gradient, and the forward again
+    return x @ w, x.T @ y, jnp.maximum(x @ w, 0.0)
+
+  args = (jnp.ones((256, 32)), jnp.ones((32, 16)), jnp.ones((256, 16)))
+  dots = benchmark.step_matmuls(jax.jit(f).lower(*args).compile().as_text())
+  forward = ((256, 32), (32, 16), "f32", (((1,), (0,)), ((), ())))
+  weight_grad = ((256, 32), (256, 16), "f32", (((0,), (0,)), ((), ())))
+  assert set(dots) == {forward, weight_grad}, dots  # XLA computes x @ w once
+  assert sum(dots.values()) == 2
+  seconds = benchmark.matmuls_alone_s(dots, jax.devices()[0], tries=2)
+  assert 0 < seconds < 1
+
+
+def test_matmul_bound_is_reported_for_one_device():
+  proc = subprocess.run(
+    [sys.executable, "-m", "ncf_jax.benchmark", "--config=configs/bench/smoke.py",
+     "--only=smoke_dense", "--matmul_bound"],
+    cwd=REPO, capture_output=True, text=True, timeout=600,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  record = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("{")))
+  # NeuMF's tower of 3 layers (forward, input and weight gradients) and its output layer.
+  assert record["step_matmuls"] >= 9
+  assert 0 < record["matmul_alone_ms"]
+  bound = record["model_flops_per_sample"] * 64 / (record["matmul_alone_ms"] / 1e3) / 1e12
+  assert abs(record["matmul_bound_tflops"] - bound) <= 1e-6 * bound
+  fraction = record["matmul_bound_fraction"]
+  assert abs(fraction * record["matmul_ceiling_tflops"] - bound) <= 1e-6 * bound
