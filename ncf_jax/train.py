@@ -456,6 +456,99 @@ def _format_eta(seconds: float) -> str:
 # ---------------------------------------------------------------------------- the loop
 
 
+@dataclasses.dataclass(frozen=True)
+class EpochInput:
+  """The training input on the device: the positives, and a jitted function that turns them
+  into one epoch of shuffled (users, items, labels[, timestamps]) int32/f32[steps, B] batches
+  with fresh negatives (ids mapped to table rows when hashed)."""
+
+  positives: list[jax.Array]  # users, items[, timestamps], padded to the device count
+  make: Callable  # make(key, *positives) -> (users, items, labels, *timestamps)
+  steps: int  # steps per epoch
+  batch_size: int
+
+  @classmethod
+  def build(cls, config, dataset: Dataset, rows: dict, mesh) -> "EpochInput":
+    num_devices = mesh.devices.size
+    padded = -(-dataset.num_train // num_devices) * num_devices
+    put = lambda a: sharding.put_global(np.pad(a, (0, padded - a.shape[0])),
+                                        sharding.batch_sharding(mesh))
+    positives = [put(dataset.train_users), put(dataset.train_items)]
+    if config.model.name == "two_tower" and config.model.use_context:
+      positives.append(
+        put(two_tower.to_int32_seconds(dataset.train_timestamps, "train timestamps")))
+    row_maps = {f: None if r is None else sharding.put_global(r, sharding.replicated(mesh))
+                for f, r in rows.items()}
+    batch = config.train.batch_size
+    # The in-batch softmax takes its negatives from the batch: an epoch is the positives only.
+    negatives = 0 if config.train.loss == "softmax" else config.train.num_negatives
+    steps = sampling.steps_per_epoch(dataset.num_train, negatives, batch)
+    if steps == 0:
+      raise ValueError(
+        f"train.batch_size={batch} is larger than one epoch "
+        f"({dataset.num_train} positives x {1 + negatives}); lower it."
+      )
+
+    @jax.jit
+    def make(key, pos_users, pos_items, pos_timestamps=None):
+      users, items, labels, *times = sampling.make_epoch(
+        key, pos_users, pos_items, num_positives=dataset.num_train, num_items=dataset.num_items,
+        num_negatives=negatives, num_steps=steps, batch_size=batch,
+        sharding=sampling.epoch_sharding(mesh), pos_timestamps=pos_timestamps,
+      )
+      to_rows = lambda r, ids: ids if r is None else r[ids]
+      return to_rows(row_maps["user"], users), to_rows(row_maps["item"], items), labels, *times
+
+    return cls(positives=positives, make=make, steps=steps, batch_size=batch)
+
+  def abstract(self, mesh) -> list[jax.ShapeDtypeStruct]:
+    """Shapes, dtypes and shardings of one epoch's arrays (to compile the step ahead)."""
+    arrays = jax.eval_shape(self.make, jax.random.key(0), *self.positives)
+    return [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sampling.epoch_sharding(mesh))
+            for a in arrays]
+
+
+def make_evaluator(config, model: Model, dataset: Dataset, rows: dict, mesh) -> Callable:
+  """evaluate(state, side) -> metrics: HR@K / NDCG@K over the test users' sampled candidates,
+  plus full-ranking Recall@K / NDCG@K and sampled AUC with eval.full_ranking."""
+  score = make_score_fn(model, mesh)
+  score_inputs = lambda inputs, users, items: score(inputs[0], users, items, inputs[1])
+  test_users = _map(rows["user"], dataset.test_users)
+  sampled = evaluate.SampledEvaluator(
+    score_inputs, test_users, _map(rows["item"], dataset.test_items),
+    _map(rows["item"], dataset.test_negatives), config.eval.top_k, config.eval.batch_users,
+    mesh, with_auc=config.eval.full_ranking,
+  )
+  full = None
+  if config.eval.full_ranking:
+    full = ranking.FullRankingEvaluator(
+      score_inputs, make_block_score_fn(config, model, mesh), test_users, dataset.test_items,
+      _map(rows["user"], dataset.train_users), dataset.train_items, dataset.num_items,
+      config.eval.top_k, config.eval.batch_users, config.eval.item_block, mesh,
+    )
+
+  def evaluate_fn(state: TrainState, side: dict) -> dict:
+    metrics = sampled((state, side))
+    if full is not None:
+      metrics.update(full((state, side)))
+    return metrics
+
+  return evaluate_fn
+
+
+def _log_metrics(config, record: dict) -> None:
+  k = config.eval.top_k
+  logging.info(
+    "epoch %d: loss %.4f HR@%d %.4f NDCG@%d %.4f (%.0f samples/s, eval %.1fs)", record["epoch"],
+    record["loss"], k, record[f"hr@{k}"], k, record[f"ndcg@{k}"], record["samples_per_sec"],
+    record["eval_s"],
+  )
+  if config.eval.full_ranking:
+    logging.info("epoch %d: full ranking Recall@%d %.4f NDCG@%d %.4f; sampled AUC %.4f",
+                 record["epoch"], k, record[f"recall@{k}_full"], k, record[f"ndcg@{k}_full"],
+                 record["auc"])
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the best metrics."""
   start_time = time.time()
@@ -496,70 +589,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("Resuming at step %d (epoch %d).", int(state.step), int(state.epoch))
   log = MetricsLog(workdir, resume_epoch=int(state.epoch))
 
-  # --- device-resident training input (dense ids; hashed rows are looked up per epoch)
-  num_devices = mesh.devices.size
-  padded = -(-dataset.num_train // num_devices) * num_devices
-  put = lambda a: sharding.put_global(np.pad(a, (0, padded - a.shape[0])),
-                                      sharding.batch_sharding(mesh))
-  positives = [put(dataset.train_users), put(dataset.train_items)]
-  if config.model.name == "two_tower" and config.model.use_context:
-    positives.append(put(two_tower.to_int32_seconds(dataset.train_timestamps, "train timestamps")))
-  row_maps = {f: None if r is None else sharding.put_global(r, sharding.replicated(mesh))
-              for f, r in rows.items()}
-  batch = config.train.batch_size
-  # The in-batch softmax takes its negatives from the batch: an epoch is the positives only.
-  negatives = 0 if config.train.loss == "softmax" else config.train.num_negatives
-  steps = sampling.steps_per_epoch(dataset.num_train, negatives, batch)
-  if steps == 0:
-    raise ValueError(
-      f"train.batch_size={batch} is larger than one epoch "
-      f"({dataset.num_train} positives x {1 + negatives}); lower it."
-    )
-
-  @jax.jit
-  def epoch_fn(key, pos_users, pos_items, pos_timestamps=None):
-    users, items, labels, *times = sampling.make_epoch(
-      key, pos_users, pos_items, num_positives=dataset.num_train, num_items=dataset.num_items,
-      num_negatives=negatives, num_steps=steps, batch_size=batch,
-      sharding=sampling.epoch_sharding(mesh), pos_timestamps=pos_timestamps,
-    )
-    to_rows = lambda r, ids: ids if r is None else r[ids]
-    return to_rows(row_maps["user"], users), to_rows(row_maps["item"], items), labels, *times
-
+  # --- input, step and evaluation
+  epochs = EpochInput.build(config, dataset, rows, mesh)
+  steps, batch = epochs.steps, epochs.batch_size
   per_call = config.train.steps_per_call or min(steps, max(1, config.train.log_every_steps))
   compile_start = time.time()
-  base_key = jax.random.key(config.train.seed + 1)
-  epoch_arrays = jax.eval_shape(epoch_fn, base_key, *positives)
-  epoch_arrays = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sampling.epoch_sharding(mesh))
-                  for a in epoch_arrays]
+  epoch_arrays = epochs.abstract(mesh)
   # Compiled ahead of time, so epoch timings and samples/s exclude compilation.
   train_steps = make_train_steps(make_train_step(
     model, tx, mesh, config.train.loss, config.train.microbatch_size)).lower(
     checkpoint.abstract_like(state), *epoch_arrays[:3], 0, 1, side, *epoch_arrays[3:]).compile()
   logging.info("Compiled the train step in %.1fs.", time.time() - compile_start)
-
-  # Evaluators score (state, side): the state and the two-tower's feature arrays.
-  score = make_score_fn(model, mesh)
-  score_inputs = lambda inputs, users, items: score(inputs[0], users, items, inputs[1])
-  evaluator = evaluate.SampledEvaluator(
-    score_inputs,
-    _map(rows["user"], dataset.test_users),
-    _map(rows["item"], dataset.test_items),
-    _map(rows["item"], dataset.test_negatives),
-    config.eval.top_k,
-    config.eval.batch_users,
-    mesh,
-    with_auc=config.eval.full_ranking,
-  )
-  full_ranking = None
-  if config.eval.full_ranking:
-    full_ranking = ranking.FullRankingEvaluator(
-      score_inputs, make_block_score_fn(config, model, mesh),
-      _map(rows["user"], dataset.test_users), dataset.test_items,
-      _map(rows["user"], dataset.train_users), dataset.train_items, dataset.num_items,
-      config.eval.top_k, config.eval.batch_users, config.eval.item_block, mesh,
-    )
-  k = config.eval.top_k
+  evaluate_fn = make_evaluator(config, model, dataset, rows, mesh)
+  base_key = jax.random.key(config.train.seed + 1)
   stop_at = config.train.stop_at_step
   total_steps = steps * config.train.num_epochs
   logging.info("%d steps per epoch of %d samples; %d steps per call.", steps, batch, per_call)
@@ -568,7 +610,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   with PreemptionGuard() as guard:
     while int(state.epoch) < config.train.num_epochs:
       epoch = int(state.epoch)
-      users, items, labels, *times = epoch_fn(jax.random.fold_in(base_key, epoch), *positives)
+      users, items, labels, *times = epochs.make(jax.random.fold_in(base_key, epoch),
+                                                 *epochs.positives)
       first = int(state.step) - epoch * steps  # > 0 when resuming mid-epoch
       epoch_start, timed_steps = time.time(), steps - first
       last_log, last_log_step, last_loss = time.time(), first, float(state.loss_sum)
@@ -603,9 +646,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       last = epoch == config.train.num_epochs
       if epoch % config.eval.every_epochs == 0 or last:
         eval_start = time.time()
-        metrics = evaluator((state, side))
-        if full_ranking is not None:
-          metrics.update(full_ranking((state, side)))
+        metrics = evaluate_fn(state, side)
         record = {
           "epoch": epoch, "step": int(state.step), "loss": epoch_loss, **metrics,
           "samples_per_sec": timed_steps * batch / train_seconds,
@@ -613,15 +654,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           "wall_s": time.time() - start_time,
         }
         log.write(record)
-        logging.info(
-          "epoch %d: loss %.4f HR@%d %.4f NDCG@%d %.4f (%.0f samples/s, eval %.1fs)", epoch,
-          epoch_loss, k, metrics[f"hr@{k}"], k, metrics[f"ndcg@{k}"], record["samples_per_sec"],
-          record["eval_s"],
-        )
-        if full_ranking is not None:
-          logging.info("epoch %d: full ranking Recall@%d %.4f NDCG@%d %.4f; sampled AUC %.4f",
-                       epoch, k, metrics[f"recall@{k}_full"], k, metrics[f"ndcg@{k}_full"],
-                       metrics["auc"])
+        _log_metrics(config, record)
       stopping = (guard.should_stop() or epoch * steps == stop_at) and not last
       if ckpt is not None and (epoch % config.checkpoint.every_epochs == 0 or last or stopping):
         ckpt.save(int(state.step), state, wait=stopping)
@@ -635,7 +668,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt.close()
   history = log.records
   log.close()
-  return summarize(history, k)
+  return summarize(history, config.eval.top_k)
 
 
 def summarize(history: list[dict], k: int) -> dict:
