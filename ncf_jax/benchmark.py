@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -85,6 +86,16 @@ _HUGE_PAGES = "glibc.malloc.hugetlb=1"
 # ---------------------------------------------------------------------------- ceilings
 
 
+def fastest_s(call: Callable[[], Any], tries: int) -> float:
+  """Wall seconds of the fastest of `tries` calls of `call` (which blocks until done)."""
+  best = math.inf
+  for _ in range(tries):
+    start = time.perf_counter()
+    call()
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
 class Ceilings:
   """The device's limits, sampled between timed train calls (see `sample`).
 
@@ -120,15 +131,12 @@ class Ceilings:
   def sample(self, record: bool = True, tries: int = 3) -> None:
     """Times the matmul and the copy, the fastest of `tries` calls each: work a train call
     leaves behind (freeing gigabytes of temporaries) must not pass for the device's limit."""
-    matmul_s = copy_s = math.inf
-    for _ in range(tries):
-      start = time.perf_counter()
-      self._matmul(self._a, self._b).block_until_ready()
-      matmul_s = min(matmul_s, time.perf_counter() - start)
-    for _ in range(tries):
-      start = time.perf_counter()
+    matmul_s = fastest_s(lambda: self._matmul(self._a, self._b).block_until_ready(), tries)
+
+    def copy():
       self._x = self._copy(self._x).block_until_ready()
-      copy_s = min(copy_s, time.perf_counter() - start)
+
+    copy_s = fastest_s(copy, tries)
     if record:
       self.matmul_flops_per_s.append(self.scale * self._matmul_flops / matmul_s)
       self.copy_bytes_per_s.append(self.scale * 2.0 * self._x.nbytes / copy_s)
@@ -322,13 +330,8 @@ def matmuls_alone_s(dots: dict[tuple, int], device, tries: int = 5) -> float:
     a = jax.device_put(jnp.ones(lhs, _DTYPES[dtype]), device)
     b = jax.device_put(jnp.ones(rhs, _DTYPES[dtype]), device)
     dot = jax.jit(lambda a, b, numbers=numbers: jax.lax.dot_general(a, b, numbers))
-    dot(a, b).block_until_ready()
-    best = math.inf
-    for _ in range(tries):
-      start = time.perf_counter()
-      dot(a, b).block_until_ready()
-      best = min(best, time.perf_counter() - start)
-    total += count * best
+    dot(a, b).block_until_ready()  # compile
+    total += count * fastest_s(lambda: dot(a, b).block_until_ready(), tries)  # noqa: B023 (called now)
   return total
 
 

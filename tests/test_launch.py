@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import pathlib
 import re
 import shlex
 import shutil
@@ -181,6 +182,16 @@ def test_local_stops_everyone_when_one_process_fails(tmp_path) -> None:
     assert f"process {i} got TERM" in (tmp_path / "logs" / f"process_{i}.log").read_text()
 
 
+def _wait_for_process_1(tmp_path) -> pathlib.Path:
+  """The launcher's process_1.log, once process 1 has started (15 s at most)."""
+  log1 = tmp_path / "logs" / "process_1.log"
+  deadline = time.monotonic() + 15
+  while not (log1.exists() and "process 1:" in log1.read_text()):
+    assert time.monotonic() < deadline, "process 1 did not start"
+    time.sleep(0.1)
+  return log1
+
+
 def test_local_ctrl_c_stops_every_process(tmp_path) -> None:
   # Background processes of a script ignore SIGINT: the launcher must pass on a SIGTERM
   # (on which the trainer checkpoints).
@@ -192,11 +203,7 @@ def test_local_ctrl_c_stops_every_process(tmp_path) -> None:
                           env={**os.environ, "PYTHON": fake, "FAKE_SLEEP": "60"}, cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-  log1 = tmp_path / "logs" / "process_1.log"
-  deadline = time.monotonic() + 15
-  while not (log1.exists() and "process 1:" in log1.read_text()):
-    assert time.monotonic() < deadline, "process 1 did not start"
-    time.sleep(0.1)
+  log1 = _wait_for_process_1(tmp_path)
   proc.send_signal(signal.SIGINT)
   out, err = proc.communicate(timeout=30)
   assert proc.returncode == 130, err
@@ -212,11 +219,7 @@ def test_local_sigterm_exits_with_the_processes_status(tmp_path, term_exit, expe
   proc = subprocess.Popen(["bash", LOCAL, "2", "--config=c.py", f"--workdir={tmp_path}"],
                           env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
-  log1 = tmp_path / "logs" / "process_1.log"
-  deadline = time.monotonic() + 15
-  while not (log1.exists() and "process 1:" in log1.read_text()):
-    assert time.monotonic() < deadline, "process 1 did not start"
-    time.sleep(0.1)
+  log1 = _wait_for_process_1(tmp_path)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=30)
   assert proc.returncode == expected, err
